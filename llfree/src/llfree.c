@@ -28,7 +28,7 @@
 #define RESERVE_MIN_SHIFT 3
 /* Partially used trees are looked for near the last one (1 GiB) */
 #define RESERVE_NEAR_TREES 64
-#define NO_TREE UINT64_MAX
+#define NO_TREE (~0ull)
 
 llfree_meta_size_t llfree_metadata_size(size_t cores, uint64_t frames)
 {
@@ -81,6 +81,25 @@ static void init_shared(llfree_t *self, bool free)
 	}
 }
 
+/* Attach: every shared entry must be well-formed (not a full validation) */
+static bool shared_well_formed(const llfree_t *self)
+{
+	for (uint64_t c = 0; c < self->children_len; c++) {
+		uint16_t v = llfree_load_relaxed16(child_at(self, c));
+
+		if (!child_valid(v) || child_free(v) > child_capacity(self, c))
+			return false;
+	}
+	for (uint64_t t = 0; t < self->trees_len; t++) {
+		uint16_t v = llfree_load_relaxed16(tree_at(self, t));
+
+		if (tree_free(v) > tree_capacity(self, t) ||
+		    tree_kind(v) >= LLFREE_KINDS)
+			return false;
+	}
+	return true;
+}
+
 llfree_result_t llfree_init(llfree_t *self, size_t cores, uint64_t frames,
 			    enum llfree_init mode, llfree_meta_t meta)
 {
@@ -105,8 +124,10 @@ llfree_result_t llfree_init(llfree_t *self, size_t cores, uint64_t frames,
 					      LLFREE_CHILD_BITFIELD_BYTES);
 	memset(self->local, 0, size.local);
 
-	if (mode != LLFREE_INIT_ATTACH)
-		init_shared(self, mode == LLFREE_INIT_FREE);
+	if (mode == LLFREE_INIT_ATTACH)
+		return shared_well_formed(self) ? result_ok(0, false) :
+						  result_err(LLFREE_ERR_INIT);
+	init_shared(self, mode == LLFREE_INIT_FREE);
 	return result_ok(0, false);
 }
 
@@ -458,11 +479,18 @@ static void tree_put(llfree_t *self, size_t core, uint64_t t, unsigned n)
 	tree_give(self, t, n);
 }
 
-/* Free k whole children from `first`, undoing on failure */
-static bool put_children(llfree_t *self, uint64_t first, unsigned k)
+/*
+ * Free k whole children from `first`, undoing on failure. Only children
+ * that are installed, unless `uninstalled` (which keeps reclaimed flags).
+ */
+static bool put_children(llfree_t *self, uint64_t first, unsigned k,
+			 bool uninstalled)
 {
 	for (unsigned i = 0; i < k; i++) {
-		if (!child_cas_put_huge(child_at(self, first + i))) {
+		uint16_t *p = child_at(self, first + i);
+
+		if (uninstalled ? !child_cas_untake_huge(p) :
+				  !child_cas_put_huge(p)) {
 			while (i-- > 0) {
 				uint16_t old;
 				bool undone = child_cas_take_huge(
@@ -477,8 +505,9 @@ static bool put_children(llfree_t *self, uint64_t first, unsigned k)
 	return true;
 }
 
-llfree_result_t llfree_put(llfree_t *self, size_t core, uint64_t frame,
-			   size_t order)
+/* llfree_put() and llfree_put_uninstalled() */
+static llfree_result_t put(llfree_t *self, size_t core, uint64_t frame,
+			   size_t order, bool uninstalled)
 {
 	uint64_t c = frame / LLFREE_CHILD_FRAMES;
 	unsigned n;
@@ -488,7 +517,8 @@ llfree_result_t llfree_put(llfree_t *self, size_t core, uint64_t frame,
 	n = 1u << order;
 
 	if (order >= LLFREE_HUGE_ORDER) {
-		if (!put_children(self, c, 1u << (order - LLFREE_HUGE_ORDER)))
+		if (!put_children(self, c, 1u << (order - LLFREE_HUGE_ORDER),
+				  uninstalled))
 			return result_err(LLFREE_ERR_ADDRESS);
 	} else {
 		unsigned pos = (unsigned)(frame % LLFREE_CHILD_FRAMES);
@@ -508,6 +538,18 @@ llfree_result_t llfree_put(llfree_t *self, size_t core, uint64_t frame,
 	}
 	tree_put(self, core, c / LLFREE_TREE_CHILDREN, n);
 	return result_ok(frame, false);
+}
+
+llfree_result_t llfree_put(llfree_t *self, size_t core, uint64_t frame,
+			   size_t order)
+{
+	return put(self, core, frame, order, false);
+}
+
+llfree_result_t llfree_put_uninstalled(llfree_t *self, size_t core,
+				       uint64_t frame, size_t order)
+{
+	return put(self, core, frame, order, true);
 }
 
 void llfree_drain(llfree_t *self, size_t core)

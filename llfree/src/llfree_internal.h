@@ -22,6 +22,11 @@ static inline llfree_result_t result_err(enum llfree_error error)
 	return (llfree_result_t){ .frame = 0, .error = (uint8_t)error };
 }
 
+static inline uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
 static inline uint64_t div_ceil(uint64_t a, uint64_t b)
 {
 	return (a + b - 1) / b;

@@ -22,6 +22,17 @@
 #include "child.h"
 #include "tree.h"
 
+/*
+ * Children the host may take: whole 2 MiB. A partial last child can never
+ * be free as a whole, but a corrupt entry could claim so.
+ */
+static unsigned reclaimable_children(const llfree_t *self, uint64_t t)
+{
+	return (unsigned)(min_u64(self->frames / LLFREE_CHILD_FRAMES,
+				  (t + 1) * LLFREE_TREE_CHILDREN) -
+			  t * LLFREE_TREE_CHILDREN);
+}
+
 /* Soft-reclaim a free, installed child of unreserved tree t */
 static llfree_result_t soft_in_tree(llfree_t *self, uint64_t t)
 {
@@ -29,7 +40,7 @@ static llfree_result_t soft_in_tree(llfree_t *self, uint64_t t)
 
 	if (tree_reserved(llfree_load_relaxed16(tree_at(self, t))))
 		return result_err(LLFREE_ERR_MEMORY);
-	for (unsigned i = 0; i < tree_children(self, t); i++) {
+	for (unsigned i = 0; i < reclaimable_children(self, t); i++) {
 		if (child_cas_soft_reclaim(child_at(self, first + i)))
 			return result_ok((first + i) * LLFREE_CHILD_FRAMES, false);
 	}
@@ -47,7 +58,7 @@ static llfree_result_t hard_in_tree(llfree_t *self, uint64_t t)
 		return result_err(LLFREE_ERR_MEMORY);
 
 	for (unsigned pass = 0; pass < 2; pass++) {
-		for (unsigned i = 0; i < tree_children(self, t); i++) {
+		for (unsigned i = 0; i < reclaimable_children(self, t); i++) {
 			uint16_t *p = child_at(self, first + i);
 			bool was_soft;
 

@@ -25,7 +25,7 @@
 #ifndef LLFREE_LLFREE_H
 #define LLFREE_LLFREE_H
 
-#include "llfree/platform_types.h"
+#include "platform_types.h"
 
 /* Shared layout --------------------------------------------------------- */
 
@@ -140,8 +140,8 @@ llfree_meta_size_t llfree_metadata_size(size_t cores, uint64_t frames);
 
 /*
  * Initialize `self` over the given buffers (sized by llfree_metadata_size,
- * trees and lower aligned to LLFREE_ALIGN). With LLFREE_INIT_ATTACH the
- * shared buffers are only checked, not written.
+ * all aligned to LLFREE_ALIGN). With LLFREE_INIT_ATTACH the shared buffers
+ * are not written, only checked for malformed entries (LLFREE_ERR_INIT).
  */
 llfree_result_t llfree_init(llfree_t *self, size_t cores, uint64_t frames,
 			    enum llfree_init mode,
@@ -168,6 +168,14 @@ llfree_result_t llfree_get_at(llfree_t *self, size_t core, uint64_t frame,
 llfree_result_t llfree_put(llfree_t *self, size_t core, uint64_t frame,
 			   size_t order) LLFREE_MUST_CHECK;
 
+/*
+ * Give back an allocation that was never used because its install failed.
+ * Unlike llfree_put(), huge children keep their reclaimed flag.
+ */
+llfree_result_t llfree_put_uninstalled(llfree_t *self, size_t core,
+				       uint64_t frame,
+				       size_t order) LLFREE_MUST_CHECK;
+
 /* Callback of llfree_install_covered(); returns false to stop */
 typedef bool (*llfree_install_fn)(void *ctx, uint64_t child_frame);
 
@@ -185,8 +193,8 @@ void llfree_drain(llfree_t *self, size_t core);
 /* Host operations ------------------------------------------------------- */
 
 /*
- * Take a fully free child away from the guest, searching from child index
- * `start` (wrapping around).
+ * Take a fully free child away from the guest, searching from the tree of
+ * frame `start` (wrapping around). Only whole 2 MiB children qualify.
  *
  * soft (hard == false): {free 512, !huge, !reclaimed} -> reclaimed, only in
  * unreserved trees. The guest can still allocate it after installing it.
