@@ -10,7 +10,10 @@
  *   bulk free     free it again in allocation order
  *   random free   allocate it again (untimed), free in shuffled order
  *   alloc+free    repeated get + put of one block (time per pair)
- * The reported value is ns per operation, averaged over the threads.
+ * The reported value is ns per operation, averaged over the threads:
+ * wall clock (CLOCK_MONOTONIC, median and max over the rounds) and the
+ * thread's CPU time (CLOCK_THREAD_CPUTIME_ID, median), which stays
+ * meaningful when other jobs share the cores and preempt the threads.
  *
  * Reclaim: over --reclaim-frames (default 16 GiB = 8192 children), host
  * side only: soft-reclaim all children, hard-reclaim all (fresh state),
@@ -48,8 +51,6 @@ struct options {
 	unsigned reps;
 	uint64_t seed;
 	uint64_t pairs;
-	/* llfree_reclaim()'s start is a frame, not a child index */
-	bool start_frames;
 	const char *csv;
 };
 
@@ -65,12 +66,23 @@ static struct options opt = {
 
 static FILE *csv;
 
-static uint64_t now_ns(void)
+static uint64_t clock_ns(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clock, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
+
+/* CPU time of the calling thread: unaffected by time spent descheduled */
+static uint64_t thread_cpu_ns(void)
+{
+	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
 }
 
 /* splitmix64: small seeded generator for the shuffles */
@@ -204,6 +216,7 @@ struct worker {
 	enum phase phase;
 	uint64_t ops;
 	uint64_t ns;
+	uint64_t cpu_ns;
 	uint64_t failed;
 };
 
@@ -279,7 +292,7 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	uint64_t rng = w->seed;
-	uint64_t start;
+	uint64_t start, cpu_start;
 
 	pin_to_cpu(w->id);
 
@@ -299,6 +312,7 @@ static void *worker_main(void *arg)
 
 	pthread_barrier_wait(w->barrier);
 	start = now_ns();
+	cpu_start = thread_cpu_ns();
 	switch (w->phase) {
 	case PH_BULK_ALLOC:
 		alloc_share(w);
@@ -315,15 +329,19 @@ static void *worker_main(void *arg)
 	case PHASES:
 		break;
 	}
+	w->cpu_ns = thread_cpu_ns() - cpu_start;
 	w->ns = now_ns() - start;
 	return NULL;
 }
 
-/* Run one phase on all workers; returns the mean ns per op per thread */
+/*
+ * Run one phase on all workers; returns the mean wall-clock ns per op per
+ * thread, and the mean CPU ns per op per thread in *cpu
+ */
 static double run_phase(struct worker *ws, unsigned threads, enum phase ph,
-			uint64_t *failed)
+			double *cpu, uint64_t *failed)
 {
-	double sum = 0;
+	double sum = 0, cpu_sum = 0;
 
 	for (unsigned i = 0; i < threads; i++) {
 		ws[i].phase = ph;
@@ -334,15 +352,19 @@ static double run_phase(struct worker *ws, unsigned threads, enum phase ph,
 	}
 	for (unsigned i = 0; i < threads; i++) {
 		pthread_join(ws[i].thread, NULL);
-		sum += ws[i].ops ? (double)ws[i].ns / (double)ws[i].ops : 0;
+		if (ws[i].ops) {
+			sum += (double)ws[i].ns / (double)ws[i].ops;
+			cpu_sum += (double)ws[i].cpu_ns / (double)ws[i].ops;
+		}
 		*failed += ws[i].failed;
 	}
+	*cpu = cpu_sum / threads;
 	return sum / threads;
 }
 
-/* One round of all phases on a fresh allocator; fills ns[PHASES] */
+/* One round of all phases on a fresh allocator; fills ns/cpu[PHASES] */
 static void alloc_round(unsigned threads, size_t order, uint64_t seed,
-			double *ns, uint64_t *failed)
+			double *ns, double *cpu, uint64_t *failed)
 {
 	struct instance in;
 	struct worker ws[MAX_THREADS];
@@ -363,14 +385,14 @@ static void alloc_round(unsigned threads, size_t order, uint64_t seed,
 		ws[i].blocks = xalloc(ws[i].share * sizeof(uint64_t));
 	}
 
-	ns[PH_BULK_ALLOC] = run_phase(ws, threads, PH_BULK_ALLOC, failed);
-	ns[PH_BULK_FREE] = run_phase(ws, threads, PH_BULK_FREE, failed);
+	ns[PH_BULK_ALLOC] = run_phase(ws, threads, PH_BULK_ALLOC, &cpu[PH_BULK_ALLOC], failed);
+	ns[PH_BULK_FREE] = run_phase(ws, threads, PH_BULK_FREE, &cpu[PH_BULK_FREE], failed);
 	for (unsigned i = 0; i < threads; i++)
 		llfree_drain(&in.llfree, i);
-	ns[PH_RANDOM_FREE] = run_phase(ws, threads, PH_RANDOM_FREE, failed);
+	ns[PH_RANDOM_FREE] = run_phase(ws, threads, PH_RANDOM_FREE, &cpu[PH_RANDOM_FREE], failed);
 	for (unsigned i = 0; i < threads; i++)
 		llfree_drain(&in.llfree, i);
-	ns[PH_PAIRS] = run_phase(ws, threads, PH_PAIRS, failed);
+	ns[PH_PAIRS] = run_phase(ws, threads, PH_PAIRS, &cpu[PH_PAIRS], failed);
 
 	for (unsigned i = 0; i < threads; i++)
 		free(ws[i].blocks);
@@ -380,40 +402,43 @@ static void alloc_round(unsigned threads, size_t order, uint64_t seed,
 
 static void print_header(void)
 {
-	printf("%-24s %5s %7s %10s %10s %10s  %s\n", "benchmark", "order",
-	       "threads", "median", "max", "unit", "target");
+	printf("%-24s %5s %7s %10s %10s %10s %10s  %s\n", "benchmark",
+	       "order", "threads", "median", "max", "cpu median", "unit",
+	       "target");
 }
 
 static void bench_alloc(unsigned threads, size_t order)
 {
-	double raw[PHASES][64];
+	double raw[PHASES][64], raw_cpu[PHASES][64];
 	uint64_t failed = 0;
 
 	for (unsigned rep = 0; rep <= opt.reps; rep++) {
-		double ns[PHASES];
+		double ns[PHASES], cpu[PHASES];
 
 		alloc_round(threads, order, opt.seed + rep * MAX_THREADS, ns,
-			    &failed);
+			    cpu, &failed);
 		if (rep == 0)
 			continue; /* warm-up */
 		for (unsigned p = 0; p < PHASES; p++) {
 			raw[p][rep - 1] = ns[p];
+			raw_cpu[p][rep - 1] = cpu[p];
 			if (csv)
-				fprintf(csv, "%s,%zu,%u,%u,%.3f,ns/op\n",
+				fprintf(csv, "%s,%zu,%u,%u,%.3f,%.3f,\n",
 					phase_name[p], order, threads, rep,
-					ns[p]);
+					ns[p], cpu[p]);
 		}
 	}
 	for (unsigned p = 0; p < PHASES; p++) {
 		struct summary s = stat_of(raw[p], opt.reps);
+		struct summary c = stat_of(raw_cpu[p], opt.reps);
 		char target[64] = "";
 
 		if (p == PH_BULK_ALLOC && threads == 1)
 			snprintf(target, sizeof(target), "<= %.0f ns %s",
 				 TARGET_ALLOC_NS,
 				 s.median <= TARGET_ALLOC_NS ? "met" : "MISSED");
-		printf("%-24s %5zu %7u %10.1f %10.1f %10s  %s\n",
-		       phase_name[p], order, threads, s.median, s.max,
+		printf("%-24s %5zu %7u %10.1f %10.1f %10.1f %10s  %s\n",
+		       phase_name[p], order, threads, s.median, s.max, c.median,
 		       p == PH_PAIRS ? "ns/pair" : "ns/op", target);
 	}
 	if (failed)
@@ -453,9 +478,8 @@ static uint64_t reclaim_all(llfree_t *host, bool hard, bool expect_soft,
 		if (children)
 			children[n] = r.frame;
 		n++;
-		/* continue behind the last child (in the unit --start-units says) */
-		start = opt.start_frames ? r.frame + LLFREE_CHILD_FRAMES :
-					   r.frame / LLFREE_CHILD_FRAMES + 1;
+		/* continue behind the last child: start is a frame */
+		start = r.frame + LLFREE_CHILD_FRAMES;
 	}
 	return n;
 }
@@ -552,8 +576,7 @@ static void bench_reclaim(void)
 		for (unsigned p = 0; p < RPHASES; p++) {
 			raw[p][rep - 1] = ns[p];
 			if (csv)
-				fprintf(csv, "%s,9,1,%u,%.0f,ns total (%" PRIu64
-					     " children)\n",
+				fprintf(csv, "%s,9,1,%u,%.0f,,%" PRIu64 "\n",
 					rphase_name[p], rep, ns[p], counts[p]);
 		}
 	}
@@ -620,7 +643,8 @@ static void git_commit(char *out, size_t len)
 		snprintf(out, len, "%s", env);
 		return;
 	}
-	p = popen("git rev-parse --short HEAD 2>/dev/null", "r");
+	/* the commit, marked -dirty if the tree has uncommitted changes */
+	p = popen("git describe --always --dirty 2>/dev/null", "r");
 	if (!p)
 		return;
 	if (fgets(out, (int)len, p))
@@ -652,14 +676,18 @@ static void print_machine(void)
 	printf("kernel:   %s %s\n", u.sysname, u.release);
 	printf("params:   frames %" PRIu64 " (%" PRIu64 " MiB), reclaim frames %"
 	       PRIu64 ", threads up to %u, reps %u + 1 warm-up, seed %" PRIu64
-	       ", pairs %" PRIu64 "/thread, reclaim start in %s\n",
+	       ", pairs %" PRIu64 "/thread\n",
 	       opt.frames, opt.frames * LLFREE_FRAME_SIZE >> 20,
-	       opt.reclaim_frames, opt.threads, opt.reps, opt.seed, opt.pairs,
-	       opt.start_frames ? "frames" : "children");
+	       opt.reclaim_frames, opt.threads, opt.reps, opt.seed, opt.pairs);
 	if (csv)
-		fprintf(csv, "# date %s, commit %s, cpu %s, seed %" PRIu64 "\n"
-			     "benchmark,order,threads,rep,value,unit\n",
-			date, commit, cpu, opt.seed);
+		fprintf(csv, "# date %s, commit %s, cpu %s, seed %" PRIu64
+			     ", frames %" PRIu64 ", reclaim frames %" PRIu64 "\n"
+			     "# allocation rows: wall and CPU ns per op (per pair"
+			     " for alloc+free pair), mean over threads\n"
+			     "# reclaim rows: wall ns for the whole phase, children\n"
+			     "benchmark,order,threads,rep,wall_ns,cpu_ns,children\n",
+			date, commit, cpu, opt.seed, opt.frames,
+			opt.reclaim_frames);
 }
 
 static void usage(const char *argv0)
@@ -667,7 +695,7 @@ static void usage(const char *argv0)
 	fprintf(stderr,
 		"usage: %s [--frames N] [--reclaim-frames N] [--threads N]\n"
 		"          [--reps N] [--seed N] [--pairs N] [--csv FILE]\n"
-		"          [--start-units children|frames] [--no-alloc] [--no-reclaim]\n",
+		"          [--no-alloc] [--no-reclaim]\n",
 		argv0);
 	exit(2);
 }
@@ -709,8 +737,6 @@ int main(int argc, char **argv)
 			opt.seed = parse_u64(a, v, argv[0]), i++;
 		else if (!strcmp(a, "--pairs"))
 			opt.pairs = parse_u64(a, v, argv[0]), i++;
-		else if (!strcmp(a, "--start-units") && v)
-			opt.start_frames = !strcmp(v, "frames"), i++;
 		else if (!strcmp(a, "--csv") && v)
 			opt.csv = v, i++;
 		else if (!strcmp(a, "--no-alloc"))

@@ -28,6 +28,7 @@
 #define RESERVE_MIN_SHIFT 3
 /* Partially used trees are looked for near the last one (1 GiB) */
 #define RESERVE_NEAR_TREES 64
+#define RESERVE_NEAR_HUGE_TREES 8
 #define NO_TREE (~0ull)
 
 llfree_meta_size_t llfree_metadata_size(size_t cores, uint64_t frames)
@@ -327,11 +328,18 @@ static bool reserve_candidate(uint16_t v, unsigned pass, unsigned kind,
 	}
 }
 
-/* Trees searched by pass 0; later passes search all trees */
-static uint64_t reserve_window(const llfree_t *self, unsigned pass)
+/*
+ * Trees searched by pass 0; later passes search all trees. Huge
+ * reservations last only 8 allocations, so they look less far.
+ */
+static uint64_t reserve_window(const llfree_t *self, unsigned pass,
+			       unsigned kind)
 {
-	if (pass == 0 && self->trees_len > RESERVE_NEAR_TREES)
-		return RESERVE_NEAR_TREES;
+	uint64_t near = kind == LLFREE_KIND_HUGE ? RESERVE_NEAR_HUGE_TREES :
+						   RESERVE_NEAR_TREES;
+
+	if (pass == 0 && self->trees_len > near)
+		return near;
 	return self->trees_len;
 }
 
@@ -348,7 +356,7 @@ static bool reserve_new(llfree_t *self, size_t core, unsigned kind, unsigned n,
 	unreserve(self, old);
 
 	for (unsigned pass = 0; pass < 3; pass++) {
-		for (uint64_t i = 0; i < reserve_window(self, pass); i++) {
+		for (uint64_t i = 0; i < reserve_window(self, pass, kind); i++) {
 			uint64_t t = (start + i) % self->trees_len;
 			unsigned cap = tree_capacity(self, t), taken;
 

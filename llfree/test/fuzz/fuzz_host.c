@@ -43,6 +43,9 @@
  * reported as a finding instead of stalling the run, and -max_len=6144
  * unless given, so a raw image of the largest state (64 children) fits.
  *
+ * repro/ holds minimal inputs of past findings; pass them as arguments
+ * to replay them.
+ *
  * Environment: LLFREE_FUZZ_TRACE=1 prints every operation and its result
  * (to describe a reproducer); LLFREE_FUZZ_STRICT=1 makes guest-side
  * assertions on corrupted state fatal (see run_op()).
@@ -228,13 +231,14 @@ static size_t arg_order(struct input *in)
 	return special[b % (sizeof(special) / sizeof(special[0]))];
 }
 
+/* Search start of llfree_reclaim(): a frame, child aligned or raw */
 static uint64_t arg_start(struct input *in)
 {
 	uint8_t sel = in_u8(in);
 
 	if (sel & 1)
 		return in_le(in, 8);
-	return sel >> 1;
+	return (uint64_t)(sel >> 1) * LLFREE_CHILD_FRAMES;
 }
 
 /* Model helpers ---------------------------------------------------------- */
@@ -534,7 +538,8 @@ static void op_host_bulk(struct input *in)
 	uint64_t start = arg_start(in);
 
 	for (unsigned i = 0; i < n; i++) {
-		if (!host_reclaim(start + i, b & 0x80))
+		if (!host_reclaim(start + (uint64_t)i * LLFREE_CHILD_FRAMES,
+				  b & 0x80))
 			break;
 	}
 }
@@ -1053,6 +1058,20 @@ static void write_seeds(const char *dir)
 	put8(&s, OP_BULK), put8(&s, 0x80 | 8), put8(&s, 0);
 	put8(&s, OP_VALIDATE), put8(&s, 0);
 	write_seed(dir, "seed-poke", &s);
+
+	/*
+	 * A corrupt entry claims the partial last child (249 frames) is
+	 * fully free: the host must not reclaim (and discard) it. Found by
+	 * this fuzzer; see repro/partial-child-reclaim.
+	 */
+	s.len = 0;
+	put8(&s, 1 << 2), put_le(&s, 249, 2), put8(&s, 0);
+	put8(&s, OP_POKE), put8(&s, 1), put_le(&s, 0, 2), put_le(&s, 0x200, 2);
+	put8(&s, OP_SOFT), put8(&s, 0);
+	put8(&s, OP_POKE), put8(&s, 1), put_le(&s, 0, 2), put_le(&s, 0x200, 2);
+	put8(&s, OP_POKE), put8(&s, 0), put_le(&s, 0, 2), put_le(&s, 0x200, 2);
+	put8(&s, OP_HARD), put8(&s, 0);
+	write_seed(dir, "seed-partial-child-poke", &s);
 
 	/* raw mode: the image of a freshly initialized state */
 	for (unsigned v = 0; v < 2; v++) {
