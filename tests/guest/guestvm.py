@@ -1,0 +1,184 @@
+"""Boot a HyperAlloc test guest in QEMU and talk to it over the serial console.
+
+The guest is build/guest/<kernel> with build/guest/initramfs.cpio.gz, whose
+/init (guest/init) prints READY once the system is up, runs the kernel
+command line's ha.run="..." with /bin/sh -c, prints "HYPERALLOC-EXIT <status>"
+and powers off. Without ha.run it starts a shell on the console.
+
+QEMU: $QEMU if set, else build/qemu/qemu-system-x86_64 if built, else
+qemu-system-x86_64 from PATH. Accelerator: $QEMU_ACCEL, default TCG (this
+machine has no KVM for Linux guests).
+
+Python 3 standard library only.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GUEST_DIR = os.path.join(REPO, "build", "guest")
+INITRAMFS = os.path.join(GUEST_DIR, "initramfs.cpio.gz")
+
+READY = "HYPERALLOC-GUEST-READY"
+EXIT_RE = re.compile(r"HYPERALLOC-EXIT (\d+)")
+
+# Kernel messages that mean the guest is broken, whatever the test says.
+BAD_PATTERNS = ("WARNING:", "BUG:", "Oops", "Kernel panic", "UBSAN:", "Call Trace:")
+
+# Kernel image and `uname -r` suffix (CONFIG_LOCALVERSION) of each variant.
+VARIANTS = {
+    "baseline": ("bzImage-baseline", "-ha-baseline"),
+    "llfree": ("bzImage", "-ha-llfree"),
+    "debug": ("bzImage-debug", "-ha-debug"),
+}
+
+
+def find_qemu():
+    """Returns the QEMU binary to use, or raises FileNotFoundError."""
+    env = os.environ.get("QEMU")
+    if env:
+        return env
+    ours = os.path.join(REPO, "build", "qemu", "qemu-system-x86_64")
+    if os.access(ours, os.X_OK):
+        return ours
+    found = shutil.which("qemu-system-x86_64")
+    if found:
+        return found
+    raise FileNotFoundError("no QEMU: build it (scripts/build-qemu.sh) or set $QEMU")
+
+
+class Result:
+    """What a guest run produced."""
+
+    def __init__(self):
+        self.lines = []          # (seconds since QEMU start, serial line)
+        self.ready_after = None  # seconds from QEMU start to the READY line
+        self.ready_uptime = None  # guest uptime printed on the READY line
+        self.exit_code = None    # from HYPERALLOC-EXIT, None if not printed
+        self.qemu_status = None  # QEMU's exit status, None if killed on timeout
+        self.timed_out = False
+
+    @property
+    def text(self):
+        return "\n".join(line for _, line in self.lines)
+
+    def bad_lines(self):
+        """Returns the serial lines that match BAD_PATTERNS."""
+        return [line for _, line in self.lines if any(p in line for p in BAD_PATTERNS)]
+
+    def output_after_ready(self):
+        """Returns the lines printed after the READY line (the test's output)."""
+        out, seen = [], False
+        for _, line in self.lines:
+            if seen and not EXIT_RE.search(line):
+                out.append(line)
+            seen = seen or READY in line
+        return out
+
+
+class Guest:
+    """One QEMU process running the test guest; use as a context manager."""
+
+    def __init__(self, kernel, mem="512M", smp=1, run=None, append="",
+                 initrd=INITRAMFS, qemu_args=(), log_path=None):
+        self.kernel = kernel
+        cmdline = "console=ttyS0 panic=-1 oops=panic"
+        if run is not None:
+            if '"' in run:
+                raise ValueError("ha.run cannot contain double quotes")
+            cmdline += ' ha.run="%s"' % run
+        if append:
+            cmdline += " " + append
+        accel = os.environ.get("QEMU_ACCEL", "tcg,thread=multi")
+        self.argv = [
+            find_qemu(), "-machine", "q35", "-accel", accel,
+            "-m", str(mem), "-smp", str(smp),
+            "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-serial", "stdio", "-no-reboot",
+        ] + list(qemu_args)
+        self.log_path = log_path
+        self.result = Result()
+        self._proc = None
+        self._start = None
+        self._cond = threading.Condition()
+        self._reader = None
+        self._log = None
+
+    def __enter__(self):
+        if self.log_path:
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+            self._log = open(self.log_path, "w", encoding="utf-8")
+            self._log.write("# " + " ".join(self.argv) + "\n")
+        self._start = time.monotonic()
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._reader.join()
+        if self._log:
+            self._log.close()
+
+    def _read(self):
+        for raw in self._proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            now = time.monotonic() - self._start
+            with self._cond:
+                self.result.lines.append((now, line))
+                if READY in line and self.result.ready_after is None:
+                    self.result.ready_after = now
+                    m = re.search(r"uptime=([0-9.]+)", line)
+                    self.result.ready_uptime = float(m.group(1)) if m else None
+                m = EXIT_RE.search(line)
+                if m:
+                    self.result.exit_code = int(m.group(1))
+                self._cond.notify_all()
+            if self._log:
+                self._log.write("[%8.3f] %s\n" % (now, line))
+                self._log.flush()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, text, timeout):
+        """Waits until a serial line contains text; returns False on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if any(text in line for _, line in self.result.lines):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._reader.is_alive():
+                    return False
+                self._cond.wait(min(left, 1.0))
+
+    def send(self, text):
+        """Types text on the serial console."""
+        self._proc.stdin.write(text.encode())
+        self._proc.stdin.flush()
+
+    def wait_exit(self, timeout):
+        """Waits for QEMU to exit (the guest powers off); kills it on timeout."""
+        try:
+            self.result.qemu_status = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.result.timed_out = True
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join()
+        return self.result
+
+
+def run(kernel, timeout=300, **kw):
+    """Boots the guest, runs kw['run'] to completion and returns the Result."""
+    with Guest(kernel, **kw) as g:
+        return g.wait_exit(timeout)
