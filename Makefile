@@ -5,11 +5,13 @@
 #   make llfree-check  llfree tests (release, ASan+UBSan, TSan, fuzzing)
 #   make llfree-bench  llfree userspace benchmark table
 #   make qemu          build/qemu/qemu-system-x86_64 with our device
+#   make qemu-check    device tests against the real binary over QMP/qtest
 #   make guest         build/guest/{bzImage,bzImage-baseline,initramfs.cpio.gz}
 #
 # Each target installs the Debian packages it needs (scripts/install-deps.sh).
 
-.PHONY: all demo check llfree-check llfree-bench qemu guest deps-llfree clean
+.PHONY: all demo check llfree-check llfree-bench qemu qemu-check guest \
+	deps-llfree deps-vm clean
 
 all: llfree-check
 
@@ -22,14 +24,20 @@ llfree-check: deps-llfree
 llfree-bench: deps-llfree
 	$(MAKE) -C llfree bench
 
+deps-vm:
+	scripts/install-deps.sh vm
+
 qemu:
 	scripts/build-qemu.sh
+
+qemu-check: qemu deps-vm
+	/usr/bin/python3 tests/qemu/test_device.py
 
 guest:
 	scripts/build-guest.sh
 	scripts/build-initramfs.sh
 
-check: llfree-check
+check: llfree-check qemu-check
 
 demo: llfree-bench
 

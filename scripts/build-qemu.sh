@@ -3,8 +3,9 @@
 #
 # Source: Debian's qemu 7.2 source package (upstream 7.2 plus Debian's stable-update and
 # packaging patches, applied by dpkg-source), unpacked once into the cache. On top of it, in
-# this order: the new files in qemu/overlay/, the patch series qemu/patches/*.patch, and a copy
-# of the llfree sources under llfree/ in the QEMU tree. Nothing of this is ever committed.
+# this order: the new files in qemu/overlay/, the patch series qemu/patches/*.patch, the protocol
+# header converted into include/standard-headers/ (as scripts/update-linux-headers.sh would), and
+# a copy of the llfree sources under llfree/ in the QEMU tree. Nothing of this is ever committed.
 #
 # Cache (${HYPERALLOC_CACHE:-/var/cache/hyperalloc}):
 #   src/                     the source package and its pristine unpacked tree
@@ -21,6 +22,8 @@ cache=${HYPERALLOC_CACHE:-/var/cache/hyperalloc}
 out_dir=$repo/build/qemu
 binary=qemu-system-x86_64
 keep_builds=5
+# The wire protocol's single home; QEMU gets a generated copy in include/standard-headers/.
+protocol_header=linux/overlay/include/uapi/linux/virtio_llfree_balloon.h
 
 # Debian's python3 and meson, never a user's pyenv or /usr/local shims: QEMU's configure takes
 # the first python3 in PATH, and insists on its own bundled meson when given --python.
@@ -141,7 +144,24 @@ inputs_hash() {
 		overlay_files | while IFS= read -r f; do sha256sum "qemu/overlay/$f"; done
 		patch_files | while IFS= read -r f; do sha256sum "$f"; done
 		llfree_files | while IFS= read -r f; do sha256sum "$f"; done
+		sha256sum "$protocol_header"
 	} | sha256sum | cut -c1-16
+}
+
+# Generates include/standard-headers/linux/<protocol header> in the QEMU tree $1 from the uapi
+# header, with the conversion QEMU's own scripts/update-linux-headers.sh applies (its cp_portable
+# function, taken from that script in the tree and run unchanged), so the copy is exactly what
+# an upstream header import would produce.
+import_protocol_header() {
+	local stage=$1 dir=include/standard-headers/linux fn
+	local out=$stage/$dir/$(basename "$protocol_header")
+	[ ! -e "$out" ] || die "$dir/$(basename "$protocol_header") already exists in the QEMU tree"
+	fn=$(sed -n '/^cp_portable() {$/,/^}$/p' "$stage/scripts/update-linux-headers.sh")
+	[ -n "$fn" ] || die "no cp_portable() in the QEMU tree's scripts/update-linux-headers.sh"
+	(cd "$stage" && sh -e -c "$fn"'
+cp_portable "$1" "$2"' cp_portable "$repo/$protocol_header" "$dir") ||
+		die "cannot convert $protocol_header"
+	[ -s "$out" ] || die "converting $protocol_header produced nothing"
 }
 
 # Builds a fresh tree in $2 from the pristine tree $1 plus our overlay, patches and llfree.
@@ -163,6 +183,8 @@ stage_tree() {
 		patch -d "$stage" -p1 --forward --fuzz=0 --no-backup-if-mismatch -r - -s \
 			-i "$repo/$p" < /dev/null || die "$p does not apply"
 	done < <(patch_files)
+
+	import_protocol_header "$stage"
 
 	[ ! -e "$stage/llfree" ] || die "the QEMU tree already has llfree/"
 	while IFS= read -r f; do
