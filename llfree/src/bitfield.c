@@ -174,6 +174,6 @@ unsigned bitfield_count(const uint64_t *bf)
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < LLFREE_BITFIELD_WORDS; i++)
-		n += (unsigned)__builtin_popcountll(llfree_load_relaxed64(&bf[i]));
+		n += llfree_popcount64(llfree_load_relaxed64(&bf[i]));
 	return n;
 }

@@ -9,6 +9,7 @@
 #define LLFREE_PLATFORM_H
 
 #include <linux/atomic.h>
+#include <linux/bitops.h>
 #include <linux/bug.h>
 #include <linux/compiler.h>
 #include <linux/printk.h>
@@ -74,6 +75,12 @@ static inline bool llfree_cas_acq_rel64(u64 *p, u64 *expected, u64 desired)
 
 	*expected = old;
 	return ok;
+}
+
+/* Number of set bits (the kernel has no libgcc for the builtin) */
+static inline unsigned llfree_popcount64(u64 v)
+{
+	return hweight64(v);
 }
 
 /* Busy-wait hint inside retry loops */

@@ -82,6 +82,12 @@ static inline bool llfree_cas_acq_rel64(uint64_t *p, uint64_t *expected,
 #undef A16
 #undef A64
 
+/* Number of set bits */
+static inline unsigned llfree_popcount64(uint64_t v)
+{
+	return (unsigned)__builtin_popcountll(v);
+}
+
 /* Busy-wait hint inside retry loops */
 static inline void llfree_spin_hint(void)
 {

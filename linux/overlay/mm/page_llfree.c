@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * llfree as the page allocator of every populated zone.
+ *
+ * Each zone gets one llfree instance whose frame 0 is the zone's first pfn
+ * rounded down to 2 MiB, so every llfree child is a 2 MiB aligned range of
+ * guest-physical memory that the host can discard as a whole. The shared
+ * arrays come from memblock: they are never handed out, never freed and
+ * never reclaimed. The instance starts with every frame allocated; memblock
+ * then frees the usable memory frame by frame (fresh frees), and holes stay
+ * allocated forever.
+ *
+ * Allocation and free go straight to llfree, bypassing the per-CPU page
+ * lists and the zone lock: llfree is lock-free and keeps its own per-CPU
+ * tree reservations, which are drained where Linux drains its lists.
+ * NR_FREE_PAGES is kept in step on every allocation and free.
+ *
+ * When llfree says an allocation covers memory the host reclaimed, the
+ * install hook of the virtio-llfree-balloon driver runs for every covered
+ * 2 MiB frame before the page is returned.
+ */
+#include <linux/init.h>
+#include <linux/memblock.h>
+#include <linux/mm.h>
+#include <linux/mmzone.h>
+#include <linux/page_llfree.h>
+#include <linux/proc_fs.h>
+#include <linux/rcupdate.h>
+#include <linux/seq_file.h>
+#include <linux/vmstat.h>
+
+#include "llfree/include/llfree/llfree.h"
+
+/* One allocator per zone; written once at boot, read-only afterwards */
+struct page_llfree_zone {
+	llfree_t ll;
+	unsigned long base;
+	bool ready;
+};
+
+static struct page_llfree_zone llfree_zones[MAX_NUMNODES][MAX_NR_ZONES];
+
+/* The driver's install hook; RCU protects calls against unregistration */
+static page_llfree_install_t __rcu install_hook;
+
+static struct page_llfree_zone *zone_llfree(struct zone *zone)
+{
+	return &llfree_zones[zone_to_nid(zone)][zone_idx(zone)];
+}
+
+/* Create the allocator of one populated zone, every frame allocated */
+static void __init page_llfree_init_zone(struct zone *zone)
+{
+	struct page_llfree_zone *lz = zone_llfree(zone);
+	unsigned long base = ALIGN_DOWN(zone->zone_start_pfn, LLFREE_CHILD_FRAMES);
+	unsigned long frames = zone_end_pfn(zone) - base;
+	llfree_meta_size_t size = llfree_metadata_size(nr_cpu_ids, frames);
+	llfree_meta_t meta;
+	llfree_result_t res;
+
+	meta.local = memblock_alloc(size.local, LLFREE_ALIGN);
+	meta.trees = memblock_alloc(size.trees, LLFREE_ALIGN);
+	meta.lower = memblock_alloc(size.lower, LLFREE_ALIGN);
+	if (!meta.local || !meta.trees || !meta.lower)
+		panic("llfree: no memory for the metadata of zone %s\n",
+		      zone->name);
+
+	res = llfree_init(&lz->ll, nr_cpu_ids, frames, LLFREE_INIT_ALLOC, meta);
+	if (res.error != LLFREE_OK)
+		panic("llfree: zone %s: %s\n", zone->name,
+		      llfree_strerror(res.error));
+	lz->base = base;
+	lz->ready = true;
+	pr_info("llfree: node %d zone %-7s pfn 0x%lx+0x%lx, metadata %zu KiB\n",
+		zone_to_nid(zone), zone->name, base, frames,
+		(size.trees + size.lower) >> 10);
+}
+
+/* Called by memblock_free_all() before it frees memory to the zones */
+void __init page_llfree_init(void)
+{
+	struct zone *zone;
+
+	BUILD_BUG_ON(PMD_SHIFT - PAGE_SHIFT != LLFREE_HUGE_ORDER);
+	BUILD_BUG_ON(MAX_ORDER - 1 > LLFREE_MAX_ORDER);
+
+	for_each_populated_zone(zone)
+		page_llfree_init_zone(zone);
+}
+
+/*
+ * Have the host back every reclaimed 2 MiB frame an allocation covers, in
+ * one request for the block rounded out to whole 2 MiB frames.
+ * Return: false if the host refused; the block must not be used.
+ */
+static bool page_llfree_install(struct zone *zone,
+				struct page_llfree_zone *lz, uint64_t frame,
+				unsigned int order)
+{
+	unsigned int block = max_t(unsigned int, order, LLFREE_HUGE_ORDER);
+	page_llfree_install_t hook;
+	int ret;
+
+	rcu_read_lock();
+	hook = rcu_dereference(install_hook);
+	/* no driver: nothing was reclaimed since it went away (protocol O2) */
+	ret = hook ? hook(zone, lz->base + ALIGN_DOWN(frame, 1ULL << block),
+			  block) : 0;
+	rcu_read_unlock();
+
+	if (ret)
+		pr_warn_ratelimited("llfree: install of pfn 0x%llx order %u failed: %d\n",
+				    (unsigned long long)(lz->base + frame),
+				    order, ret);
+	return ret == 0;
+}
+
+struct page *page_llfree_alloc(struct zone *zone, unsigned int order,
+			       int migratetype)
+{
+	struct page_llfree_zone *lz = zone_llfree(zone);
+	llfree_result_t res;
+
+	if (unlikely(!lz->ready))
+		return NULL;
+
+	res = llfree_get(&lz->ll, raw_smp_processor_id(), order,
+			 migratetype == MIGRATE_MOVABLE);
+	if (res.error != LLFREE_OK)
+		return NULL;
+	if (unlikely(res.reclaimed) &&
+	    !page_llfree_install(zone, lz, res.frame, order)) {
+		/* back to llfree; the allocation fails in this zone */
+		res = llfree_put_uninstalled(&lz->ll, raw_smp_processor_id(),
+					     res.frame, order);
+		WARN_ON_ONCE(res.error != LLFREE_OK);
+		return NULL;
+	}
+
+	mod_zone_page_state(zone, NR_FREE_PAGES, -(1L << order));
+	count_vm_events(PGALLOC_NORMAL - ZONE_NORMAL + zone_idx(zone),
+			1 << order);
+	return pfn_to_page(lz->base + res.frame);
+}
+
+void page_llfree_free(struct zone *zone, struct page *page, unsigned long pfn,
+		      unsigned int order, bool fresh)
+{
+	struct page_llfree_zone *lz = zone_llfree(zone);
+	unsigned int cpu = raw_smp_processor_id();
+	uint64_t frame = pfn - lz->base;
+	llfree_result_t res;
+	unsigned int i;
+
+	if (WARN_ON_ONCE(!lz->ready || pfn < lz->base ||
+			 frame >= llfree_frames(&lz->ll)))
+		return; /* e.g. hot-added memory: leaked, never corrupted */
+
+	if (fresh) {
+		/* memory that was never freed is allocated frame by frame */
+		for (i = 0; i < 1U << order; i++) {
+			res = llfree_put(&lz->ll, cpu, frame + i, 0);
+			if (res.error != LLFREE_OK)
+				break;
+		}
+	} else {
+		res = llfree_put(&lz->ll, cpu, frame, order);
+	}
+	if (res.error != LLFREE_OK) {
+		pr_err("llfree: free of pfn 0x%lx order %u failed: %s\n", pfn,
+		       order, llfree_strerror(res.error));
+		dump_page(page, "llfree: bad free");
+		WARN_ON_ONCE(1);
+		return;
+	}
+	mod_zone_page_state(zone, NR_FREE_PAGES, 1L << order);
+	count_vm_events(PGFREE, 1 << order);
+}
+
+void page_llfree_drain(struct zone *zone, unsigned int cpu)
+{
+	struct page_llfree_zone *lz = zone_llfree(zone);
+
+	if (lz->ready)
+		llfree_drain(&lz->ll, cpu);
+}
+
+/**
+ * page_llfree_zone_info - where the llfree state of a zone lives
+ * @zone: a populated zone
+ * @info: filled in on success
+ *
+ * Return: false if the zone has no llfree instance.
+ */
+bool page_llfree_zone_info(struct zone *zone, struct page_llfree_info *info)
+{
+	struct page_llfree_zone *lz = zone_llfree(zone);
+	llfree_meta_size_t size;
+	llfree_meta_t meta;
+
+	if (!lz->ready)
+		return false;
+	meta = llfree_metadata(&lz->ll);
+	size = llfree_metadata_size(llfree_cores(&lz->ll),
+				    llfree_frames(&lz->ll));
+	info->base_pfn = lz->base;
+	info->frames = llfree_frames(&lz->ll);
+	info->cores = llfree_cores(&lz->ll);
+	info->trees = virt_to_phys(meta.trees);
+	info->trees_size = size.trees;
+	info->lower = virt_to_phys(meta.lower);
+	info->lower_size = size.lower;
+	return true;
+}
+EXPORT_SYMBOL_GPL(page_llfree_zone_info);
+
+/**
+ * page_llfree_set_install_hook - register the function that installs frames
+ * @hook: called for every reclaimed 2 MiB frame an allocation covers
+ *
+ * Return: 0, or -EBUSY if another hook is registered.
+ */
+int page_llfree_set_install_hook(page_llfree_install_t hook)
+{
+	static DEFINE_SPINLOCK(hook_lock);
+	int ret = 0;
+
+	spin_lock(&hook_lock);
+	if (rcu_access_pointer(install_hook))
+		ret = -EBUSY;
+	else
+		rcu_assign_pointer(install_hook, hook);
+	spin_unlock(&hook_lock);
+	return ret;
+}
+EXPORT_SYMBOL_GPL(page_llfree_set_install_hook);
+
+/**
+ * page_llfree_clear_install_hook - unregister the install hook
+ *
+ * Waits until no allocation runs the old hook any more.
+ */
+void page_llfree_clear_install_hook(void)
+{
+	RCU_INIT_POINTER(install_hook, NULL);
+	synchronize_rcu();
+}
+EXPORT_SYMBOL_GPL(page_llfree_clear_install_hook);
+
+/* /proc/llfree: one line per zone */
+static int page_llfree_show(struct seq_file *m, void *v)
+{
+	struct zone *zone;
+
+	seq_puts(m, "node zone    base_pfn  frames    free      free_huge reclaimed reserved\n");
+	for_each_populated_zone(zone) {
+		struct page_llfree_zone *lz = zone_llfree(zone);
+
+		if (!lz->ready)
+			continue;
+		seq_printf(m, "%-4d %-7s 0x%-7lx %-9llu %-9llu %-9llu %-9llu %llu\n",
+			   zone_to_nid(zone), zone->name, lz->base,
+			   llfree_frames(&lz->ll), llfree_free_frames(&lz->ll),
+			   llfree_free_huge(&lz->ll),
+			   llfree_reclaimed_huge(&lz->ll),
+			   llfree_reserved_trees(&lz->ll));
+	}
+	return 0;
+}
+
+static int __init page_llfree_proc_init(void)
+{
+	proc_create_single("llfree", 0444, NULL, page_llfree_show);
+	return 0;
+}
+fs_initcall(page_llfree_proc_init);
