@@ -6,11 +6,13 @@
 #   make llfree-bench  llfree userspace benchmark table
 #   make qemu          build/qemu/qemu-system-x86_64 with our device
 #   make qemu-check    device tests against the real binary over QMP/qtest
-#   make guest         build/guest/{bzImage,bzImage-baseline,initramfs.cpio.gz}
+#   make guest         build/guest/: every kernel variant and the initramfs
+#   make guest-check   boot the baseline and llfree kernels under TCG
 #
 # Each target installs the Debian packages it needs (scripts/install-deps.sh).
 
 .PHONY: all demo check llfree-check llfree-bench qemu qemu-check guest \
+	guest-check guest-images \
 	deps-llfree deps-vm clean
 
 all: llfree-check
@@ -37,7 +39,16 @@ guest:
 	scripts/build-guest.sh
 	scripts/build-initramfs.sh
 
-check: llfree-check qemu-check
+# the kernels and initramfs the tests boot
+guest-images:
+	scripts/build-guest.sh baseline llfree
+	scripts/build-initramfs.sh
+
+guest-check: qemu guest-images deps-vm
+	tests/guest/boot-smoke.py --variant baseline
+	tests/guest/boot-smoke.py --variant llfree
+
+check: llfree-check qemu-check guest-check
 
 demo: llfree-bench
 

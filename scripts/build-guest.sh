@@ -43,7 +43,7 @@ declare -A output=(
 stock=" baseline "
 # Variants for which an unmet fragment symbol is fatal. Add llfree and debug
 # once CONFIG_LLFREE and CONFIG_VIRTIO_LLFREE_BALLOON build (both now exist).
-strict=" baseline "
+strict=" baseline llfree debug "
 all_variants=(baseline llfree debug)
 
 verbose=0

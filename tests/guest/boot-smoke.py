@@ -119,7 +119,8 @@ def main():
         print("    log: " + log)
         failed += 1
 
-    print("%s: %d of %d boots failed" % ("FAIL" if failed else "PASS", failed, len(matrix) + 1))
+    boots = len(matrix) + 1
+    print("%d passed, %d failed" % (boots - failed, failed))
     return 1 if failed else 0
 
 
