@@ -29,6 +29,47 @@ EXIT_RE = re.compile(r"HYPERALLOC-EXIT (\d+)")
 # Kernel messages that mean the guest is broken, whatever the test says.
 BAD_PATTERNS = ("WARNING:", "BUG:", "Oops", "Kernel panic", "UBSAN:", "Call Trace:")
 
+# An OOM-killer report: from "<comm> invoked oom-killer:" to the line naming
+# the victim. Its stack dump prints "Call Trace:" through out_of_memory().
+OOM_START = "invoked oom-killer:"
+OOM_VICTIM = ("Out of memory: Killed process", "Memory cgroup out of memory: Killed process")
+OOM_FRAME = "out_of_memory+"
+
+
+def bad_console_lines(lines, allow_oom_kill=False):
+    """Returns the lines (strings) that match BAD_PATTERNS.
+
+    With allow_oom_kill, a "Call Trace:" line inside an OOM-killer report is
+    not bad if its trace (up to "</TASK>") goes through out_of_memory(); any
+    other bad pattern inside the report still counts, and so does a report
+    whose trace does not show the OOM path.
+    """
+    bad, in_oom = [], False
+    for i, line in enumerate(lines):
+        if OOM_START in line:
+            in_oom = True
+        elif any(v in line for v in OOM_VICTIM):
+            in_oom = False
+        if not any(p in line for p in BAD_PATTERNS):
+            continue
+        if allow_oom_kill and in_oom and "Call Trace:" in line and \
+                not any(p in line for p in BAD_PATTERNS if p != "Call Trace:"):
+            trace = []
+            for later in lines[i + 1:i + 80]:
+                if "</TASK>" in later:
+                    break
+                trace.append(later)
+            if any(OOM_FRAME in t for t in trace):
+                continue
+        bad.append(line)
+    return bad
+
+
+def oom_victims(lines):
+    """Returns the lines that name an OOM-killer victim ("Killed process ...")."""
+    return [line for line in lines if any(v in line for v in OOM_VICTIM)]
+
+
 # Kernel image and `uname -r` suffix (CONFIG_LOCALVERSION) of each variant.
 VARIANTS = {
     "baseline": ("bzImage-baseline", "-ha-baseline"),
@@ -66,9 +107,9 @@ class Result:
     def text(self):
         return "\n".join(line for _, line in self.lines)
 
-    def bad_lines(self):
-        """Returns the serial lines that match BAD_PATTERNS."""
-        return [line for _, line in self.lines if any(p in line for p in BAD_PATTERNS)]
+    def bad_lines(self, allow_oom_kill=False):
+        """Returns the serial lines that match BAD_PATTERNS (see bad_console_lines)."""
+        return bad_console_lines([line for _, line in self.lines], allow_oom_kill)
 
     def output_after_ready(self):
         """Returns the lines printed after the READY line (the test's output)."""
@@ -160,6 +201,11 @@ class Guest:
                 if left <= 0 or not self._reader.is_alive():
                     return False
                 self._cond.wait(min(left, 1.0))
+
+    @property
+    def pid(self):
+        """Process id of QEMU (for host RSS sampling)."""
+        return self._proc.pid
 
     def send(self, text):
         """Types text on the serial console."""
