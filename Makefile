@@ -7,12 +7,13 @@
 #   make qemu          build/qemu/qemu-system-x86_64 with our device
 #   make qemu-check    device tests against the real binary over QMP/qtest
 #   make guest         build/guest/: every kernel variant and the initramfs
-#   make guest-check   boot the baseline and llfree kernels under TCG
+#   make guest-check   boot and stress the baseline and llfree kernels (TCG)
+#   make e2e-check     end-to-end: resize a running llfree VM, data verified
 #
 # Each target installs the Debian packages it needs (scripts/install-deps.sh).
 
 .PHONY: all demo check llfree-check llfree-bench qemu qemu-check guest \
-	guest-check guest-images \
+	guest-check guest-images e2e-check \
 	deps-llfree deps-vm clean
 
 all: llfree-check
@@ -47,8 +48,13 @@ guest-images:
 guest-check: qemu guest-images deps-vm
 	tests/guest/boot-smoke.py --variant baseline
 	tests/guest/boot-smoke.py --variant llfree
+	tests/guest/stress.py --variant baseline
+	tests/guest/stress.py --variant llfree
 
-check: llfree-check qemu-check guest-check
+e2e-check: qemu guest-images deps-vm
+	tests/e2e/test_resize.py
+
+check: llfree-check qemu-check guest-check e2e-check
 
 demo: llfree-bench
 
