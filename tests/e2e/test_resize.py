@@ -85,10 +85,10 @@ def mem_free(answer):
 
 
 def main():
-    kernel = os.path.join(guestvm.GUEST_DIR, "bzImage")
-    if not (os.path.exists(kernel) and os.path.exists(guestvm.INITRAMFS)):
-        print("skip: build/guest/bzImage or the initramfs is missing")
+    found = guestvm.variant_or_skip("llfree")
+    if not found:
         return 77
+    kernel = found[0]
     checks = Checks()
     sock = os.path.join(tempfile.mkdtemp(prefix="ha-e2e-"), "qmp.sock")
     qemu_args = [

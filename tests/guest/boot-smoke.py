@@ -59,18 +59,10 @@ def main():
     ap.add_argument("--timeout", type=float, default=300, help="seconds per boot")
     args = ap.parse_args()
 
-    image, suffix = guestvm.VARIANTS[args.variant]
-    kernel = os.path.join(guestvm.GUEST_DIR, image)
-    for path, how in ((kernel, "scripts/build-guest.sh %s" % args.variant),
-                      (guestvm.INITRAMFS, "scripts/build-initramfs.sh")):
-        if not os.path.exists(path):
-            print("SKIP: %s missing (%s)" % (path, how))
-            return 77
-    try:
-        qemu = guestvm.find_qemu()
-    except FileNotFoundError as e:
-        print("SKIP:", e)
+    found = guestvm.variant_or_skip(args.variant)
+    if not found:
         return 77
+    kernel, suffix, qemu = found
     print("kernel %s, qemu %s" % (kernel, qemu))
 
     logs = os.path.join(guestvm.REPO, "build", "tests", "guest")

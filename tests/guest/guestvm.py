@@ -92,6 +92,23 @@ def find_qemu():
     raise FileNotFoundError("no QEMU: build it (scripts/build-qemu.sh) or set $QEMU")
 
 
+def variant_or_skip(variant):
+    """Returns (kernel, uname suffix, qemu) of a variant, or None after
+    printing why the test must be skipped (a missing build)."""
+    image, suffix = VARIANTS[variant]
+    kernel = os.path.join(GUEST_DIR, image)
+    for path, how in ((kernel, "scripts/build-guest.sh %s" % variant),
+                      (INITRAMFS, "scripts/build-initramfs.sh")):
+        if not os.path.exists(path):
+            print("SKIP: %s missing (%s)" % (path, how))
+            return None
+    try:
+        return kernel, suffix, find_qemu()
+    except FileNotFoundError as e:
+        print("SKIP:", e)
+        return None
+
+
 class Result:
     """What a guest run produced."""
 

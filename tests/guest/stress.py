@@ -119,18 +119,10 @@ def main():
                     help="seconds per boot (default: enough for the guest's own timeouts)")
     args = ap.parse_args()
 
-    image, suffix = guestvm.VARIANTS[args.variant]
-    kernel = os.path.join(guestvm.GUEST_DIR, image)
-    for path, how in ((kernel, "scripts/build-guest.sh %s" % args.variant),
-                      (guestvm.INITRAMFS, "scripts/build-initramfs.sh")):
-        if not os.path.exists(path):
-            print("SKIP: %s missing (%s)" % (path, how))
-            return 77
-    try:
-        qemu = guestvm.find_qemu()
-    except FileNotFoundError as e:
-        print("SKIP:", e)
+    found = guestvm.variant_or_skip(args.variant)
+    if not found:
         return 77
+    kernel, suffix, qemu = found
     seed = args.seed if args.seed is not None else random.randrange(1, 1 << 31)
     duration = args.duration if args.duration is not None else (5 if args.quick else 20)
     print("kernel %s, qemu %s, seed %d" % (kernel, qemu, seed))
