@@ -8,7 +8,8 @@
 #   make qemu-check    device tests against the real binary over QMP/qtest
 #   make guest         build/guest/: every kernel variant and the initramfs
 #   make guest-check   boot and stress the baseline and llfree kernels (TCG)
-#   make e2e-check     end-to-end: resize a running llfree VM, data verified
+#   make e2e-check     end-to-end: resize, coexistence and reboot of a running
+#                      llfree VM, data verified
 #
 # Each target installs the Debian packages it needs (scripts/install-deps.sh).
 
@@ -53,6 +54,7 @@ guest-check: qemu guest-images deps-vm
 
 e2e-check: qemu guest-images deps-vm
 	tests/e2e/test_resize.py
+	tests/e2e/test_coexist_reboot.py
 
 check: llfree-check qemu-check guest-check e2e-check
 

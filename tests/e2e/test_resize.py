@@ -21,7 +21,6 @@ Exit status 0 pass, 1 fail, 77 skip (kernel, initramfs or QEMU missing).
 """
 
 import os
-import re
 import sys
 import tempfile
 import time
@@ -31,57 +30,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "guest"))
 sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, HERE)
 import guestvm  # noqa: E402
 from hyperalloc.qmp import QMP, QMPError  # noqa: E402
 
-MIB = 1 << 20
-GIB = 1 << 30
+from e2e import CHILD, GIB, MIB, Checks, hold_command, mem_free, rss  # noqa: E402
+
 RAM = 4 * GIB
-CHILD = 2 * MIB
-
-
-class Checks:
-    """Collects named checks and prints them as they come."""
-
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, ok, name, detail=""):
-        print("%s %s%s" % ("ok  " if ok else "FAIL", name,
-                           ": " + detail if detail else ""), flush=True)
-        if ok:
-            self.passed += 1
-        else:
-            self.failed += 1
-        return ok
-
-
-def rss(pid):
-    """Resident set size of a process in bytes."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def hold_command(g, cmd, timeout=300):
-    """Sends one line to `ha-mem hold` and returns its answer line."""
-    before = len(g.result.lines)
-    g.send(cmd + "\n")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for _, line in g.result.lines[before:]:
-            if line.startswith(("ok ", "error ")):
-                return line
-        time.sleep(0.2)
-    return "error: no answer to '%s'" % cmd
-
-
-def mem_free(answer):
-    """MemFree in MiB from a `status` answer."""
-    m = re.search(r"MemFree (\d+) MiB", answer)
-    return int(m.group(1)) if m else None
 
 
 def main():

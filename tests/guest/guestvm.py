@@ -139,10 +139,13 @@ class Result:
 
 
 class Guest:
-    """One QEMU process running the test guest; use as a context manager."""
+    """One QEMU process running the test guest; use as a context manager.
+
+    reboot=True lets a reset reboot the guest instead of ending QEMU.
+    """
 
     def __init__(self, kernel, mem="512M", smp=1, run=None, append="",
-                 initrd=INITRAMFS, qemu_args=(), log_path=None):
+                 initrd=INITRAMFS, qemu_args=(), log_path=None, reboot=False):
         self.kernel = kernel
         cmdline = "console=ttyS0 panic=-1 oops=panic"
         if run is not None:
@@ -157,8 +160,8 @@ class Guest:
             "-m", str(mem), "-smp", str(smp),
             "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
             "-nodefaults", "-no-user-config", "-display", "none",
-            "-serial", "stdio", "-no-reboot",
-        ] + list(qemu_args)
+            "-serial", "stdio",
+        ] + ([] if reboot else ["-no-reboot"]) + list(qemu_args)
         self.log_path = log_path
         self.result = Result()
         self._proc = None

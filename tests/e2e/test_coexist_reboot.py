@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""End-to-end: virtio-balloon next to virtio-llfree-balloon, and a reboot.
+
+Boots build/guest/bzImage (4 GiB, 2 vCPUs) with both virtio-balloon-pci
+and virtio-llfree-balloon (auto mode off); `ha-mem hold` keeps verified
+data. Checks:
+
+  1. both drivers bind; virtio-balloon inflates by 512 MiB (QMP `balloon`)
+     and the llfree balloon shrinks the VM to 2 GiB on top of it, data
+     intact; virtio-balloon deflates again;
+  2. a reset (QMP system_reset, as a reboot) brings the guest back, its
+     driver registers again and the device re-applies the 2 GiB target;
+  3. the console has no WARNING/BUG/Oops in either boot.
+
+Prints one line per check and closes with "N passed, N failed".
+Exit status 0 pass, 1 fail, 77 skip.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "guest"))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, HERE)
+import guestvm  # noqa: E402
+from e2e import CHILD, GIB, MIB, Checks, hold_command  # noqa: E402
+from hyperalloc.qmp import QMP, QMPError  # noqa: E402
+
+RAM = 4 * GIB
+TARGET = 2 * GIB
+REGISTERED = "zones registered"
+
+
+def wait_until(pred, timeout):
+    """Polls pred() until it is true; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def count_lines(g, text):
+    return sum(1 for _, line in g.result.lines if text in line)
+
+
+def main():
+    found = guestvm.variant_or_skip("llfree")
+    if not found:
+        return 77
+    checks = Checks()
+    sock = os.path.join(tempfile.mkdtemp(prefix="ha-e2e-"), "qmp.sock")
+    qemu_args = [
+        "-device", "virtio-balloon-pci,id=vb",
+        "-device", "virtio-llfree-balloon,auto-mode=off",
+        "-qmp", "unix:%s,server=on,wait=off" % sock,
+    ]
+    run = ("ls /sys/bus/virtio/drivers/virtio_balloon | grep -c virtio; "
+           "ha-mem hold --no-thp 256M")
+    log = os.path.join(REPO, "build", "tests", "e2e", "coexist-reboot.log")
+    with guestvm.Guest(found[0], mem="4G", smp=2, run=run, qemu_args=qemu_args,
+                       log_path=log, reboot=True) as g:
+        checks.check(g.wait_for(REGISTERED, 120), "llfree driver registered")
+        checks.check(g.wait_for("ok holding", 120), "guest holds 256 MiB")
+        lines = [line for _, line in g.result.lines]
+        checks.check("1" in lines[lines.index(next(l for l in lines if "READY" in l)):],
+                     "virtio-balloon driver bound")
+        qmp = QMP.connect(sock, retry_for=10)
+
+        qmp.execute("balloon", {"value": RAM - 512 * MIB})
+        actual = wait_until(lambda: qmp.execute("query-balloon")["actual"]
+                            <= RAM - 512 * MIB, 120)
+        checks.check(actual, "virtio-balloon inflates by 512 MiB",
+                     "actual %d MiB" % (qmp.execute("query-balloon")["actual"] // MIB))
+        qmp.execute("llfree-balloon", {"value": TARGET})
+        info = qmp.execute("query-llfree-balloon")
+        checks.check(abs(info["actual"] - TARGET) <= CHILD,
+                     "llfree balloon shrinks on top of it",
+                     "actual %d MiB" % (info["actual"] // MIB))
+        checks.check(hold_command(g, "verify").startswith("ok"), "data intact")
+        qmp.execute("balloon", {"value": RAM})
+        checks.check(wait_until(lambda: qmp.execute("query-balloon")["actual"] == RAM, 120),
+                     "virtio-balloon deflates")
+
+        qmp.execute("system_reset")
+        checks.check(wait_until(lambda: count_lines(g, REGISTERED) >= 2, 180),
+                     "guest rebooted and registered again")
+        info = wait_until(lambda: (lambda i: i if abs(i["actual"] - TARGET) <= CHILD
+                                   else None)(qmp.execute("query-llfree-balloon")), 30)
+        checks.check(info is not None, "target re-applied after the reboot",
+                     str(qmp.execute("query-llfree-balloon")))
+        checks.check(wait_until(lambda: count_lines(g, "ok holding") >= 2, 120),
+                     "guest works after the reboot")
+        checks.check(hold_command(g, "verify").startswith("ok"),
+                     "data intact after the reboot")
+        hold_command(g, "quit")
+        res = g.wait_exit(120)
+    bad = res.bad_lines()
+    checks.check(not bad, "console clean", "; ".join(bad[:3]))
+    print("%d passed, %d failed" % (checks.passed, checks.failed))
+    return 1 if checks.failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except QMPError as e:
+        print("FAIL QMP: %s" % e)
+        print("0 passed, 1 failed")
+        sys.exit(1)
