@@ -1,6 +1,6 @@
 # HyperAlloc: top-level entry points. See README.md.
 #
-#   make demo          the main job (see README.md)
+#   make demo          the main job: a VM whose host memory follows the guest
 #   make check         every test; what CI runs
 #   make llfree-check  llfree tests (release, ASan+UBSan, TSan, fuzzing)
 #   make llfree-bench  llfree userspace benchmark table
@@ -58,7 +58,9 @@ e2e-check: qemu guest-images deps-vm
 
 check: llfree-check qemu-check guest-check e2e-check
 
-demo: llfree-bench
+demo: qemu guest-images
+	scripts/install-deps.sh vm bench
+	tools/demo.py
 
 clean:
 	rm -rf build
