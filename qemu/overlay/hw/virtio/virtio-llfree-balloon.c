@@ -497,7 +497,9 @@ static uint64_t vlb_deflate_zone(VirtIOLLFreeBalloon *s,
 
 /*
  * Soft-reclaims every fully free, installed child of unreserved trees and
- * discards it (auto mode). auto_lock held. Returns the number taken.
+ * discards it (auto mode). auto_lock held. Stops after the current batch
+ * once auto mode is disabled, so a reset waits for one batch, not a pass.
+ * Returns the number taken.
  */
 static uint64_t vlb_soft_reclaim_zone(VirtIOLLFreeBalloon *s,
                                       VirtIOLLFreeBalloonZone *z)
@@ -537,6 +539,9 @@ static uint64_t vlb_soft_reclaim_zone(VirtIOLLFreeBalloon *s,
             taken++;
         }
         vlb_discard_batch(s, &batch);
+        if (!qatomic_read(&s->auto_enabled)) {
+            done = true;
+        }
         if (done || !attempts) {
             vlb_undo_pinned(z, pinned, false);
         }
@@ -670,12 +675,13 @@ static void vlb_auto_timer_cb(void *opaque)
     VirtIOLLFreeBalloon *s = opaque;
 
     qemu_mutex_lock(&s->auto_lock);
-    if (!s->auto_enabled) {
+    if (!qatomic_read(&s->auto_enabled)) {
         qemu_mutex_unlock(&s->auto_lock);
         return;
     }
     if (!qatomic_read(&VIRTIO_DEVICE(s)->broken)) {
-        for (uint32_t i = 0; i < s->max_zones; i++) {
+        for (uint32_t i = 0; i < s->max_zones &&
+             qatomic_read(&s->auto_enabled); i++) {
             VirtIOLLFreeBalloonZone *z = vlb_zone(s, i);
 
             if (z) {
@@ -685,8 +691,10 @@ static void vlb_auto_timer_cb(void *opaque)
             }
         }
     }
-    timer_mod(s->auto_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
-              s->auto_mode_interval);
+    if (qatomic_read(&s->auto_enabled)) {
+        timer_mod(s->auto_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
+                  s->auto_mode_interval);
+    }
     qemu_mutex_unlock(&s->auto_lock);
 }
 
@@ -698,18 +706,22 @@ static void vlb_auto_start(VirtIOLLFreeBalloon *s)
     }
     qemu_mutex_lock(&s->auto_lock);
     if (!s->auto_enabled) {
-        s->auto_enabled = true;
+        qatomic_set(&s->auto_enabled, true);
         timer_mod(s->auto_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
                   s->auto_mode_interval);
     }
     qemu_mutex_unlock(&s->auto_lock);
 }
 
-/* Stops auto mode and waits for a run in progress. BQL. */
+/*
+ * Stops auto mode and waits for a run in progress, which ends after its
+ * current batch once it sees @auto_enabled clear. BQL.
+ */
 static void vlb_auto_stop(VirtIOLLFreeBalloon *s)
 {
+    /* Before taking the lock: the running pass polls it between batches */
+    qatomic_set(&s->auto_enabled, false);
     qemu_mutex_lock(&s->auto_lock);
-    s->auto_enabled = false;
     if (s->auto_timer) {
         timer_del(s->auto_timer);
     }

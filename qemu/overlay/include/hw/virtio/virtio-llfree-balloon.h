@@ -175,9 +175,13 @@ struct VirtIOLLFreeBalloon {
      * stopped.
      */
 
-    /* Held for a whole auto-mode pass; guards @auto_enabled */
+    /* Held for a whole auto-mode pass */
     QemuMutex auto_lock;
-    /* Auto mode runs (and re-arms its timer) only while set */
+    /*
+     * Auto mode runs (and re-arms its timer) only while set. Written under
+     * the BQL (qatomic); vlb_auto_stop() clears it before taking auto_lock
+     * and a running pass polls it between batches.
+     */
     bool auto_enabled;
 
     /* Statistics, qatomic: children HARD and SOFT over all zones */
