@@ -1,6 +1,7 @@
 """Helpers shared by the end-to-end tests (Python 3 standard library)."""
 
 import re
+import sys
 import time
 
 MIB = 1 << 20
@@ -50,3 +51,22 @@ def mem_free(answer):
     """MemFree in MiB from a `status` answer."""
     m = re.search(r"MemFree (\d+) MiB", answer)
     return int(m.group(1)) if m else None
+
+
+def finish(checks, res):
+    """Checks the console of a finished guest, prints the closing line and
+    returns the exit status."""
+    bad = res.bad_lines()
+    checks.check(not bad, "console clean", "; ".join(bad[:3]))
+    print("%d passed, %d failed" % (checks.passed, checks.failed))
+    return 1 if checks.failed else 0
+
+
+def run_test(main, errors):
+    """Runs a test's main(); an exception of the given types fails it."""
+    try:
+        sys.exit(main())
+    except errors as e:
+        print("FAIL %s: %s" % (type(e).__name__, e))
+        print("0 passed, 1 failed")
+        sys.exit(1)

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "guest"))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, HERE)
 import guestvm  # noqa: E402
-from e2e import CHILD, GIB, MIB, Checks, hold_command  # noqa: E402
+from e2e import CHILD, GIB, MIB, Checks, finish, hold_command, run_test  # noqa: E402
 from hyperalloc.qmp import QMP, QMPError  # noqa: E402
 
 RAM = 4 * GIB
@@ -101,16 +101,8 @@ def main():
                      "data intact after the reboot")
         hold_command(g, "quit")
         res = g.wait_exit(120)
-    bad = res.bad_lines()
-    checks.check(not bad, "console clean", "; ".join(bad[:3]))
-    print("%d passed, %d failed" % (checks.passed, checks.failed))
-    return 1 if checks.failed else 0
+    return finish(checks, res)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except QMPError as e:
-        print("FAIL QMP: %s" % e)
-        print("0 passed, 1 failed")
-        sys.exit(1)
+    run_test(main, QMPError)

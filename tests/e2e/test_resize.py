@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 import guestvm  # noqa: E402
 from hyperalloc.qmp import QMP, QMPError  # noqa: E402
 
-from e2e import CHILD, GIB, MIB, Checks, hold_command, mem_free, rss  # noqa: E402
+from e2e import CHILD, GIB, MIB, Checks, finish, hold_command, mem_free, rss, run_test  # noqa: E402
 
 RAM = 4 * GIB
 
@@ -106,16 +106,8 @@ def main():
                  "allocations after the grow were installed",
                  installs[0] if installs else "no vmstat line")
     checks.check(res.exit_code == 0, "ha-mem hold exits 0", "exit %s" % res.exit_code)
-    bad = res.bad_lines()
-    checks.check(not bad, "console clean", "; ".join(bad[:3]))
-    print("%d passed, %d failed" % (checks.passed, checks.failed))
-    return 1 if checks.failed else 0
+    return finish(checks, res)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except QMPError as e:
-        print("FAIL QMP: %s" % e)
-        print("0 passed, 1 failed")
-        sys.exit(1)
+    run_test(main, QMPError)
