@@ -205,10 +205,7 @@ struct model {
 	uint64_t frames, children, cores;
 	uint8_t *alloc; /* per frame: allocated by the guest */
 	uint8_t *state; /* per child: enum host_state */
-	struct block {
-		uint64_t frame;
-		size_t order;
-	} *live;
+	struct tl_block *live;
 	uint64_t nlive;
 	uint64_t rng;
 };
@@ -341,7 +338,7 @@ static void model_step(struct model *m)
 		if (!m->nlive)
 			return;
 		uint64_t k = rng_below(&m->rng, m->nlive);
-		struct block b = m->live[k];
+		struct tl_block b = m->live[k];
 
 		check_ok(llfree_put(&m->t.ll, core, b.frame, b.order));
 		for (uint64_t f = b.frame; f < b.frame + (1ull << b.order); f++)

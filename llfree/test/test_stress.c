@@ -155,11 +155,6 @@ static void check_installed(struct stress *s, llfree_result_t r, size_t order)
 	}
 }
 
-struct block {
-	uint64_t frame;
-	uint8_t order;
-};
-
 static void *guest_main(void *arg)
 {
 	struct guest_thread *g = arg;
@@ -168,7 +163,7 @@ static void *guest_main(void *arg)
 	uint32_t tag = g->id + 1;
 	uint64_t rng = test_params.seed * 0x100000001b3ull + g->id;
 	uint64_t budget = s->frames / s->threads * 3 / 4, held = 0;
-	struct block *live = malloc(s->frames * sizeof(*live));
+	struct tl_block *live = malloc(s->frames * sizeof(*live));
 	uint64_t nlive = 0;
 
 	for (unsigned i = 0; i < s->ops; i++) {
@@ -178,7 +173,7 @@ static void *guest_main(void *arg)
 
 		if (do_free) {
 			uint64_t k = rng_below(&rng, nlive);
-			struct block b = live[k];
+			struct tl_block b = live[k];
 			llfree_result_t r;
 
 			disown(s, tag, b.frame, b.order);
@@ -216,7 +211,7 @@ static void *guest_main(void *arg)
 		}
 	}
 	while (nlive) {
-		struct block b = live[--nlive];
+		struct tl_block b = live[--nlive];
 		llfree_result_t r;
 
 		disown(s, tag, b.frame, b.order);

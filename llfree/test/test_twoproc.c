@@ -226,11 +226,6 @@ static bool ask_install(void *ctx, uint64_t child_frame)
 	return m.type == MSG_OK && m.arg == child_frame;
 }
 
-struct block {
-	uint64_t frame;
-	uint8_t order;
-};
-
 static void *guest_main(void *arg)
 {
 	struct guest_thread *t = arg;
@@ -240,7 +235,7 @@ static void *guest_main(void *arg)
 	size_t core = t->id;
 	uint64_t rng = test_params.seed * 31 + t->id;
 	uint64_t budget = p->frames / p->threads / 2, held = 0, nlive = 0;
-	struct block *live = malloc(p->frames * sizeof(*live));
+	struct tl_block *live = malloc(p->frames * sizeof(*live));
 	double end = now() + p->seconds;
 
 	for (unsigned i = 0; (i & 255) || now() < end; i++) {
@@ -250,7 +245,7 @@ static void *guest_main(void *arg)
 
 		if (do_free) {
 			uint64_t k = rng_below(&rng, nlive);
-			struct block b = live[k];
+			struct tl_block b = live[k];
 			llfree_result_t r;
 
 			verify_pattern(g, b.frame, b.order, tag);
@@ -305,13 +300,13 @@ static void *guest_main(void *arg)
 		held += n;
 		/* now and then re-check something held for a while */
 		if (nlive > 1 && rng_below(&rng, 8) == 0) {
-			struct block b = live[rng_below(&rng, nlive)];
+			struct tl_block b = live[rng_below(&rng, nlive)];
 
 			verify_pattern(g, b.frame, b.order, tag);
 		}
 	}
 	while (nlive) {
-		struct block b = live[--nlive];
+		struct tl_block b = live[--nlive];
 		llfree_result_t r;
 
 		verify_pattern(g, b.frame, b.order, tag);

@@ -28,6 +28,12 @@
 #define TREE LLFREE_TREE_FRAMES
 
 /* An allocator together with the buffers it runs on */
+/* A block a test allocated: 2^order frames at frame */
+struct tl_block {
+	uint64_t frame;
+	uint8_t order;
+};
+
 struct tl {
 	llfree_t ll;
 	llfree_meta_t meta;
