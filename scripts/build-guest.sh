@@ -308,11 +308,16 @@ scripts/install-deps.sh guest
 src_version=$(dpkg-query -W -f='${Version}' "$src_pkg")
 src_dir=$cache/src-$src_version
 
+# One lock for the shared unpacked source, one per variant for its work tree,
+# so a long debug build does not hold up a rebuild of the other kernels.
 mkdir -p "$cache"
 exec 9> "$cache/.lock"
-flock -n 9 || { log "waiting for another build-guest.sh"; flock 9; }
-
+flock -n 9 || { log "waiting for another build-guest.sh to unpack"; flock 9; }
 unpack_source
+flock -u 9
 for v in "${variants[@]}"; do
+	exec 8> "$cache/.lock-$v"
+	flock -n 8 || { log "$v: waiting for another build of it"; flock 8; }
 	build_variant "$v"
+	flock -u 8
 done

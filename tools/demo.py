@@ -22,11 +22,9 @@ import time
 
 sys.dont_write_bytecode = True
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "guest"))
-sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
 sys.path.insert(0, os.path.join(REPO, "tools"))
-import guestvm  # noqa: E402
-from e2e import GIB, MIB, hold_command, rss  # noqa: E402
+from hyperalloc import vm as guestvm  # noqa: E402
+from hyperalloc.hostmem import GIB, MIB, rss  # noqa: E402
 from hyperalloc.qmp import QMP  # noqa: E402
 
 RAM = 4 * GIB
@@ -66,7 +64,7 @@ class Timeline:
 
 
 def hold(g, cmd):
-    answer = hold_command(g, cmd)
+    answer = g.hold_command(cmd)
     if not answer.startswith("ok"):
         raise RuntimeError("guest workload: %s -> %s" % (cmd, answer))
     return answer
@@ -165,7 +163,7 @@ def main():
         finally:
             tl.stop.set()
             tl.thread.join()
-            hold_command(g, "quit")
+            g.hold_command("quit")
         res = g.wait_exit(60)
     rows = tl.rows
     with open(os.path.join(OUT, "timeline.csv"), "w", newline="") as f:

@@ -1,11 +1,12 @@
 """Helpers shared by the end-to-end tests (Python 3 standard library)."""
 
-import re
+import os
 import sys
-import time
 
-MIB = 1 << 20
-GIB = 1 << 30
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools"))
+from hyperalloc.hostmem import GIB, MIB  # noqa: E402,F401
+
 CHILD = 2 * MIB
 
 
@@ -23,34 +24,6 @@ class Checks:
         else:
             self.failed += 1
         return ok
-
-
-def rss(pid):
-    """Resident set size of a process in bytes."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def hold_command(g, cmd, timeout=300):
-    """Sends one line to `ha-mem hold` and returns its answer line."""
-    before = len(g.result.lines)
-    g.send(cmd + "\n")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for _, line in g.result.lines[before:]:
-            if line.startswith(("ok ", "error ")):
-                return line
-        time.sleep(0.2)
-    return "error: no answer to '%s'" % cmd
-
-
-def mem_free(answer):
-    """MemFree in MiB from a `status` answer."""
-    m = re.search(r"MemFree (\d+) MiB", answer)
-    return int(m.group(1)) if m else None
 
 
 def finish(checks, res):

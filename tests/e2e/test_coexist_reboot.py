@@ -24,11 +24,10 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "tests", "guest"))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, HERE)
-import guestvm  # noqa: E402
-from e2e import CHILD, GIB, MIB, Checks, finish, hold_command, run_test  # noqa: E402
+from hyperalloc import vm as guestvm  # noqa: E402
+from e2e import CHILD, GIB, MIB, Checks, finish, run_test  # noqa: E402
 from hyperalloc.qmp import QMP, QMPError  # noqa: E402
 
 RAM = 4 * GIB
@@ -83,7 +82,7 @@ def main():
         checks.check(abs(info["actual"] - TARGET) <= CHILD,
                      "llfree balloon shrinks on top of it",
                      "actual %d MiB" % (info["actual"] // MIB))
-        checks.check(hold_command(g, "verify").startswith("ok"), "data intact")
+        checks.check(g.hold_command("verify").startswith("ok"), "data intact")
         qmp.execute("balloon", {"value": RAM})
         checks.check(wait_until(lambda: qmp.execute("query-balloon")["actual"] == RAM, 120),
                      "virtio-balloon deflates")
@@ -97,9 +96,9 @@ def main():
                      str(qmp.execute("query-llfree-balloon")))
         checks.check(wait_until(lambda: count_lines(g, "ok holding") >= 2, 120),
                      "guest works after the reboot")
-        checks.check(hold_command(g, "verify").startswith("ok"),
+        checks.check(g.hold_command("verify").startswith("ok"),
                      "data intact after the reboot")
-        hold_command(g, "quit")
+        g.hold_command("quit")
         res = g.wait_exit(120)
     return finish(checks, res)
 

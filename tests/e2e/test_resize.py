@@ -28,13 +28,13 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "tests", "guest"))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, HERE)
-import guestvm  # noqa: E402
+from hyperalloc import vm as guestvm  # noqa: E402
 from hyperalloc.qmp import QMP, QMPError  # noqa: E402
 
-from e2e import CHILD, GIB, MIB, Checks, finish, hold_command, mem_free, rss, run_test  # noqa: E402
+from hyperalloc.hostmem import rss  # noqa: E402
+from e2e import CHILD, GIB, MIB, Checks, finish, run_test  # noqa: E402
 
 RAM = 4 * GIB
 
@@ -63,9 +63,9 @@ def main():
         checks.check(info["actual"] == RAM, "query reports the RAM size",
                      "actual %d" % info["actual"])
 
-        checks.check(hold_command(g, "shrink 2560M").startswith("ok"),
+        checks.check(g.hold_command("shrink 2560M").startswith("ok"),
                      "guest releases 2.5 GiB")
-        free_before = mem_free(hold_command(g, "status"))
+        free_before = guestvm.mem_free(g.hold_command("status"))
         rss_before = rss(pid)
         target = 2 * GIB
         start = time.monotonic()
@@ -78,12 +78,12 @@ def main():
         dropped = rss_before - rss_after
         checks.check(dropped >= 0.9 * (RAM - target), "host RSS drops by >= 90 %",
                      "%d -> %d MiB" % (rss_before // MIB, rss_after // MIB))
-        free_after = mem_free(hold_command(g, "status"))
+        free_after = guestvm.mem_free(g.hold_command("status"))
         checks.check(free_before is not None and free_after is not None and
                      abs((free_before - free_after) - (RAM - target) // MIB) <= 64,
                      "guest MemFree follows the shrink",
                      "%s -> %s MiB" % (free_before, free_after))
-        checks.check(hold_command(g, "verify").startswith("ok"), "data intact after shrink")
+        checks.check(g.hold_command("verify").startswith("ok"), "data intact after shrink")
 
         start = time.monotonic()
         qmp.execute("llfree-balloon", {"value": RAM})
@@ -94,12 +94,12 @@ def main():
         checks.check(rss(pid) <= rss_after + 64 * MIB, "grow does not populate",
                      "RSS %d MiB" % (rss(pid) // MIB))
 
-        checks.check(hold_command(g, "grow 2560M").startswith("ok"),
+        checks.check(g.hold_command("grow 2560M").startswith("ok"),
                      "guest allocates 2.5 GiB again")
         checks.check(rss(pid) >= rss_after + 2 * GIB, "RSS follows the guest",
                      "RSS %d MiB" % (rss(pid) // MIB))
-        checks.check(hold_command(g, "verify").startswith("ok"), "data intact after grow")
-        hold_command(g, "quit")
+        checks.check(g.hold_command("verify").startswith("ok"), "data intact after grow")
+        g.hold_command("quit")
         res = g.wait_exit(120)
     installs = [l for _, l in res.lines if l.startswith("llfree_install ")]
     checks.check(installs and int(installs[0].split()[1]) > 0,

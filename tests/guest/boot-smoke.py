@@ -21,8 +21,9 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the checkout
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import guestvm  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools"))
+from hyperalloc import vm as guestvm  # noqa: E402
 
 MIB = {"512M": 512, "4G": 4096}
 

@@ -29,8 +29,9 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the checkout
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import guestvm  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools"))
+from hyperalloc import vm as guestvm  # noqa: E402
 
 # Console messages that mean trouble but are not in guestvm.BAD_PATTERNS.
 EXTRA_BAD = ("page allocation failure", "rcu: INFO:", "self-detected stall",

@@ -6,12 +6,14 @@ command line's ha.run="..." with /bin/sh -c, prints "HYPERALLOC-EXIT <status>"
 and powers off. Without ha.run it starts a shell on the console.
 
 QEMU: $QEMU if set, else build/qemu/qemu-system-x86_64 if built, else
-qemu-system-x86_64 from PATH. Accelerator: $QEMU_ACCEL, default TCG (this
-machine has no KVM for Linux guests).
+qemu-system-x86_64 from PATH. Accelerator: $QEMU_ACCEL if set, else KVM if a
+probe boot of the kernel under KVM reaches READY (the answer is cached per
+kernel and QEMU, see choose_accel), else TCG with one thread per vCPU.
 
 Python 3 standard library only.
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -109,6 +111,88 @@ def variant_or_skip(variant):
         return None
 
 
+TCG = "tcg,thread=multi"
+ACCEL_CACHE = os.path.join(os.environ.get("HYPERALLOC_CACHE", "/var/cache/hyperalloc"),
+                           "accel")
+
+
+def _probe_kvm(qemu, kernel, timeout=30):
+    """Boots kernel under KVM; True if the guest reaches READY in time."""
+    argv = [qemu, "-machine", "q35", "-accel", "kvm", "-m", "512M", "-smp", "1",
+            "-kernel", kernel, "-initrd", INITRAMFS,
+            "-append", 'console=ttyS0 panic=-1 ha.run="true"',
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-serial", "stdio", "-no-reboot"]
+    try:
+        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, timeout=timeout).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    return READY.encode() in out
+
+
+def choose_accel(qemu, kernel):
+    """Returns the -accel argument: $QEMU_ACCEL, else "kvm" where a Linux
+    guest boots under it, else TCG.
+
+    On some hosts /dev/kvm exists but Linux guests hang under it, so the
+    device node alone proves nothing: the kernel is booted once under KVM and
+    the verdict is cached under ACCEL_CACHE, keyed by the kernel and QEMU
+    files, so the probe runs once per build.
+    """
+    env = os.environ.get("QEMU_ACCEL")
+    if env:
+        return env
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return TCG
+    key = hashlib.sha256()
+    for path in (qemu, kernel):
+        st = os.stat(path)
+        key.update(("%s %d %d\n" % (os.path.realpath(path), st.st_size,
+                                     st.st_mtime_ns)).encode())
+    cached = os.path.join(ACCEL_CACHE, key.hexdigest()[:16])
+    try:
+        with open(cached) as f:
+            return f.read().strip()
+    except OSError:
+        pass
+    accel = "kvm" if _probe_kvm(qemu, kernel) else TCG
+    try:
+        os.makedirs(ACCEL_CACHE, exist_ok=True)
+        with open(cached, "w") as f:
+            f.write(accel + "\n")
+    except OSError:
+        pass
+    return accel
+
+
+def llfree_device_args(qmp_sock=None, auto_mode=False, interval_ms=None, iothread=None,
+                       extra=""):
+    """QEMU arguments for a virtio-llfree-balloon device and a QMP socket.
+
+    iothread names an iothread object to create and run auto mode in.
+    """
+    opts = "virtio-llfree-balloon,auto-mode=%s" % ("on" if auto_mode else "off")
+    args = []
+    if interval_ms is not None:
+        opts += ",auto-mode-interval=%d" % interval_ms
+    if iothread:
+        args += ["-object", "iothread,id=%s" % iothread]
+        opts += ",auto-mode-iothread=%s" % iothread
+    if extra:
+        opts += "," + extra
+    args += ["-device", opts]
+    if qmp_sock:
+        args += ["-qmp", "unix:%s,server=on,wait=off" % qmp_sock]
+    return args
+
+
+def mem_free(answer):
+    """MemFree in MiB from an `ha-mem hold` status answer, or None."""
+    m = re.search(r"MemFree (\d+) MiB", answer)
+    return int(m.group(1)) if m else None
+
+
 class Result:
     """What a guest run produced."""
 
@@ -154,9 +238,10 @@ class Guest:
             cmdline += ' ha.run="%s"' % run
         if append:
             cmdline += " " + append
-        accel = os.environ.get("QEMU_ACCEL", "tcg,thread=multi")
+        qemu = find_qemu()
+        self.accel = choose_accel(qemu, kernel)
         self.argv = [
-            find_qemu(), "-machine", "q35", "-accel", accel,
+            qemu, "-machine", "q35", "-accel", self.accel,
             "-m", str(mem), "-smp", str(smp),
             "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
             "-nodefaults", "-no-user-config", "-display", "none",
@@ -231,6 +316,23 @@ class Guest:
         """Types text on the serial console."""
         self._proc.stdin.write(text.encode())
         self._proc.stdin.flush()
+
+    def hold_command(self, cmd, timeout=300):
+        """Sends one line to a running `ha-mem hold` and returns its answer
+        line ("ok ..." or "error ..."); "error: no answer" on timeout."""
+        with self._cond:
+            before = len(self.result.lines)
+        self.send(cmd + "\n")
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for _, line in self.result.lines[before:]:
+                    if line.startswith(("ok ", "error ")):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._reader.is_alive():
+                    return "error: no answer to '%s'" % cmd
+                self._cond.wait(min(left, 1.0))
 
     def wait_exit(self, timeout):
         """Waits for QEMU to exit (the guest powers off); kills it on timeout."""
