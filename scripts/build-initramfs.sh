@@ -2,7 +2,8 @@
 # Builds build/guest/initramfs.cpio.gz for the test guest:
 #   /bin/busybox (Debian's busybox-static) and a link per applet in /bin,
 #   /init from guest/init,
-#   /bin/<name> for every guest/tools/<name>.c (gcc -static -O2 -Wall -Wextra),
+#   /bin/<name> for every guest/tools/<name>.c (gcc -static -O2 -Wall -Wextra)
+#   and every guest/tools/<name>.sh (a busybox sh script),
 #   /dev/console, so that PID 1 has a console before devtmpfs is mounted.
 # Runs as any user: ownership is forced to root and the device node is written
 # as a separate cpio member (the kernel unpacks concatenated archives).
@@ -54,6 +55,11 @@ for c in guest/tools/*.c; do
 	rm -f "$stage/bin/$name"
 	gcc -static -O2 -Wall -Wextra -o "$stage/bin/$name" "$c"
 	strip "$stage/bin/$name"
+done
+for sh in guest/tools/*.sh; do
+	name=$(basename "$sh" .sh)
+	rm -f "$stage/bin/$name"
+	install -m 0755 "$sh" "$stage/bin/$name"
 done
 shopt -u nullglob
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$stage/etc/passwd"

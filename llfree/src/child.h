@@ -174,6 +174,18 @@ static inline bool child_cas_return(uint16_t *p)
 	return true;
 }
 
+/* Unreclaim a free child: {512, !huge, reclaimed} -> {512, !huge, !reclaimed} */
+static inline bool child_cas_unreclaim_free(uint16_t *p)
+{
+	uint16_t v = llfree_load_relaxed16(p);
+
+	do {
+		if (!child_is_entirely_free(v) || !child_reclaimed(v))
+			return false;
+	} while (!llfree_cas_acq_rel16(p, &v, v & ~LLFREE_CHILD_RECLAIMED));
+	return true;
+}
+
 /* Install: reclaimed -> !reclaimed, the rest unchanged */
 static inline bool child_cas_install(uint16_t *p)
 {

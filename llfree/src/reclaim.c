@@ -116,3 +116,14 @@ llfree_result_t llfree_install(llfree_t *self, uint64_t frame)
 		return result_err(LLFREE_ERR_STATE);
 	return result_ok(frame, true);
 }
+
+llfree_result_t llfree_unreclaim_free(llfree_t *self, uint64_t frame)
+{
+	uint64_t c = frame / LLFREE_CHILD_FRAMES;
+
+	if (frame >= self->frames || frame % LLFREE_CHILD_FRAMES)
+		return result_err(LLFREE_ERR_ADDRESS);
+	if (!child_cas_unreclaim_free(child_at(self, c)))
+		return result_err(LLFREE_ERR_STATE);
+	return result_ok(frame, true);
+}

@@ -49,6 +49,46 @@ TEST(reclaim_soft)
 	tl_free(&t);
 }
 
+/* After a device reset the guest clears soft children, never allocations */
+TEST(reclaim_unreclaim_free)
+{
+	const uint64_t frames = TREE + 100;
+	struct tl t;
+	struct snap s;
+	llfree_result_t r;
+
+	if (!tl_init(&t, 1, frames, LLFREE_INIT_FREE))
+		return;
+	/* hard first: a hard reclaim would prefer a soft child */
+	check_ok(tl_reclaim_child(&t, 3, true)); /* child 3: hard */
+	check_ok(tl_reclaim_child(&t, 2, false)); /* child 2: soft */
+	check_ok(tl_reclaim_child(&t, 4, false)); /* child 4: soft, then guest's */
+	r = llfree_get_at(&t.ll, 0, 4 * CHILD, 9);
+	check_ok(r);
+	check(r.reclaimed);
+	check_ok(llfree_get_at(&t.ll, 0, 0, 0)); /* child 0: small */
+	snap_take(&s, &t);
+
+	/* everything but a free soft child stays as it is */
+	check_fails(llfree_unreclaim_free(&t.ll, 0));
+	check_fails(llfree_unreclaim_free(&t.ll, CHILD)); /* free, not reclaimed */
+	check_fails(llfree_unreclaim_free(&t.ll, 3 * CHILD)); /* hard */
+	check_fails(llfree_unreclaim_free(&t.ll, 4 * CHILD)); /* allocation */
+	check_fails(llfree_unreclaim_free(&t.ll, 2 * CHILD + 1)); /* unaligned */
+	check_fails(llfree_unreclaim_free(&t.ll, frames));
+	check_fails(llfree_unreclaim_free(&t.ll, 1ull << 40));
+	check(snap_same(&s, &t));
+	snap_free(&s);
+
+	check_ok(llfree_unreclaim_free(&t.ll, 2 * CHILD));
+	check(!llfree_is_reclaimed(&t.ll, 2 * CHILD));
+	check(llfree_is_free(&t.ll, 2 * CHILD, 9));
+	check_fails(llfree_unreclaim_free(&t.ll, 2 * CHILD));
+	check_eq(llfree_reclaimed_huge(&t.ll), 2);
+	check(llfree_validate(&t.ll));
+	tl_free(&t);
+}
+
 /* The start hint is a frame: the search starts in its tree and wraps */
 TEST(reclaim_start_hint)
 {

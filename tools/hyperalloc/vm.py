@@ -112,6 +112,10 @@ def variant_or_skip(variant):
 
 
 TCG = "tcg,thread=multi"
+# run= value that turns the console into a command server for Guest.shell()
+# (guest/tools/ha-shell.sh)
+SHELL_SERVER = "ha-shell"
+SHELL_DONE = re.compile(r"@@RC=(\d+)$")
 ACCEL_CACHE = os.path.join(os.environ.get("HYPERALLOC_CACHE", "/var/cache/hyperalloc"),
                            "accel")
 
@@ -332,6 +336,31 @@ class Guest:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._reader.is_alive():
                     return "error: no answer to '%s'" % cmd
+                self._cond.wait(min(left, 1.0))
+
+    def shell(self, cmd, timeout=120):
+        """Runs one command line in a guest booted with run=SHELL_SERVER and
+        returns (exit status, output lines); status None on timeout or exit.
+        The command must fit on one line and must not read the console."""
+        if "\n" in cmd:
+            raise ValueError("Guest.shell takes one line")
+        # input typed before ha-shell turned echo off would be echoed
+        if not self.wait_for("@@SHELL-READY", timeout):
+            return None, []
+        with self._cond:
+            before = len(self.result.lines)
+        self.send(cmd + "\n")
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                lines = [line for _, line in self.result.lines[before:]]
+                for i, line in enumerate(lines):
+                    m = SHELL_DONE.match(line)
+                    if m:
+                        return int(m.group(1)), lines[:i]
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._reader.is_alive():
+                    return None, lines
                 self._cond.wait(min(left, 1.0))
 
     def wait_exit(self, timeout):

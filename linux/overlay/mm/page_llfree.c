@@ -71,9 +71,9 @@ static void __init page_llfree_init_zone(struct zone *zone)
 		      llfree_strerror(res.error));
 	lz->base = base;
 	lz->ready = true;
-	pr_info("llfree: node %d zone %-7s pfn 0x%lx+0x%lx, metadata %zu KiB\n",
+	pr_info("llfree: node %d zone %-7s pfn 0x%lx+0x%lx, shared metadata %zu bytes\n",
 		zone_to_nid(zone), zone->name, base, frames,
-		(size.trees + size.lower) >> 10);
+		size.trees + size.lower);
 }
 
 /* Called by memblock_free_all() before it frees memory to the zones */
@@ -88,9 +88,22 @@ void __init page_llfree_init(void)
 		page_llfree_init_zone(zone);
 }
 
+/* Clears one child's reclaimed flag without a host (see below) */
+static bool page_llfree_clear_reclaimed(void *ll, uint64_t child_frame)
+{
+	/* may lose a race with page_llfree_unreclaim_zone(): cleared either way */
+	llfree_result_t res = llfree_install(ll, child_frame);
+
+	return res.error == LLFREE_OK || res.error == LLFREE_ERR_STATE;
+}
+
 /*
  * Have the host back every reclaimed 2 MiB frame an allocation covers, in
- * one request for the block rounded out to whole 2 MiB frames.
+ * one request for the block rounded out to whole 2 MiB frames. Without a
+ * driver, i.e. before it registered (nothing is reclaimed then) or after
+ * its device was reset (the device backed everything again, protocol
+ * section 10), the flags are cleared here. Called under rcu_read_lock(),
+ * which page_llfree_unreclaim_zone() relies on.
  * Return: false if the host refused; the block must not be used.
  */
 static bool page_llfree_install(struct zone *zone,
@@ -101,13 +114,13 @@ static bool page_llfree_install(struct zone *zone,
 	page_llfree_install_t hook;
 	int ret;
 
-	rcu_read_lock();
 	hook = rcu_dereference(install_hook);
-	/* no driver: nothing was reclaimed since it went away (protocol O2) */
-	ret = hook ? hook(zone, lz->base + ALIGN_DOWN(frame, 1ULL << block),
-			  block) : 0;
-	rcu_read_unlock();
-
+	if (!hook) {
+		llfree_install_covered(&lz->ll, frame, order,
+				       page_llfree_clear_reclaimed, &lz->ll);
+		return true;
+	}
+	ret = hook(zone, lz->base + ALIGN_DOWN(frame, 1ULL << block), block);
 	if (ret)
 		pr_warn_ratelimited("llfree: install of pfn 0x%llx order %u failed: %d\n",
 				    (unsigned long long)(lz->base + frame),
@@ -124,18 +137,28 @@ struct page *page_llfree_alloc(struct zone *zone, unsigned int order,
 	if (unlikely(!lz->ready))
 		return NULL;
 
+	/*
+	 * From llfree_get() until the install cleared the reclaimed flags, a
+	 * child taken this way looks like a hard-reclaimed one; the RCU read
+	 * section lets page_llfree_unreclaim_zone() wait for such windows.
+	 */
+	rcu_read_lock();
 	res = llfree_get(&lz->ll, raw_smp_processor_id(), order,
 			 migratetype == MIGRATE_MOVABLE);
-	if (res.error != LLFREE_OK)
+	if (res.error != LLFREE_OK) {
+		rcu_read_unlock();
 		return NULL;
+	}
 	if (unlikely(res.reclaimed) &&
 	    !page_llfree_install(zone, lz, res.frame, order)) {
 		/* back to llfree; the allocation fails in this zone */
 		res = llfree_put_uninstalled(&lz->ll, raw_smp_processor_id(),
 					     res.frame, order);
+		rcu_read_unlock();
 		WARN_ON_ONCE(res.error != LLFREE_OK);
 		return NULL;
 	}
+	rcu_read_unlock();
 
 	mod_zone_page_state(zone, NR_FREE_PAGES, -(1L << order));
 	count_vm_events(PGALLOC_NORMAL - ZONE_NORMAL + zone_idx(zone),
@@ -246,6 +269,56 @@ void page_llfree_clear_install_hook(void)
 	synchronize_rcu();
 }
 EXPORT_SYMBOL_GPL(page_llfree_clear_install_hook);
+
+/**
+ * page_llfree_unreclaim_zone - take back everything the host reclaimed
+ * @zone: a zone the driver registered
+ *
+ * For a driver whose device was reset (protocol section 10): the host no
+ * longer touches the arrays and backs every frame again, so the reclaimed
+ * flags are cleared and hard-reclaimed children are freed to the guest.
+ * The install hook must be cleared first.
+ *
+ * A child the guest is allocating looks exactly like a hard-reclaimed one
+ * until its reclaimed flag is cleared. So soft children are made ordinary
+ * free ones first: after that, and after the allocations already past
+ * llfree_get() have left their RCU read sections, every child still
+ * marked reclaimed is one the host took.
+ *
+ * Return: the number of 2 MiB children given back to the guest.
+ */
+unsigned long page_llfree_unreclaim_zone(struct zone *zone)
+{
+	struct page_llfree_zone *lz = zone_llfree(zone);
+	unsigned long soft = 0, returned = 0;
+	uint64_t frame, frames;
+
+	if (!lz->ready)
+		return 0;
+	frames = llfree_frames(&lz->ll);
+	for (frame = 0; frame < frames; frame += LLFREE_CHILD_FRAMES) {
+		/* fails for all but soft children: the others wait */
+		if (llfree_is_reclaimed(&lz->ll, frame) &&
+		    llfree_unreclaim_free(&lz->ll, frame).error == LLFREE_OK)
+			soft++;
+	}
+	synchronize_rcu();
+	for (frame = 0; frame < frames; frame += LLFREE_CHILD_FRAMES) {
+		if (!llfree_is_reclaimed(&lz->ll, frame) ||
+		    llfree_return(&lz->ll, frame).error != LLFREE_OK)
+			continue;
+		mod_zone_page_state(zone, NR_FREE_PAGES, LLFREE_CHILD_FRAMES);
+		returned++;
+		/* fails if an allocation took it already; it clears the flag */
+		if (llfree_unreclaim_free(&lz->ll, frame).error != LLFREE_OK)
+			continue;
+		cond_resched();
+	}
+	pr_info("llfree: node %d zone %s: %lu soft and %lu hard reclaimed 2 MiB frames back to the guest\n",
+		zone_to_nid(zone), zone->name, soft, returned);
+	return returned;
+}
+EXPORT_SYMBOL_GPL(page_llfree_unreclaim_zone);
 
 /* /proc/llfree: one line per zone */
 static int page_llfree_show(struct seq_file *m, void *v)

@@ -214,6 +214,16 @@ llfree_result_t llfree_return(llfree_t *self, uint64_t frame) LLFREE_MUST_CHECK;
 /* After the host populated the child: clear its reclaimed flag */
 llfree_result_t llfree_install(llfree_t *self, uint64_t frame) LLFREE_MUST_CHECK;
 
+/*
+ * Clear the reclaimed flag of a soft-reclaimed child that is still entirely
+ * free: {512, !huge, reclaimed} -> {512, !huge, !reclaimed}. For a guest
+ * whose device was reset (everything is backed again): unlike
+ * llfree_install() it never touches a child that is allocated, so it cannot
+ * mistake an allocation in flight for reclaimed memory.
+ */
+llfree_result_t llfree_unreclaim_free(llfree_t *self,
+				      uint64_t frame) LLFREE_MUST_CHECK;
+
 /* Queries --------------------------------------------------------------- */
 
 /* Number of frames managed */

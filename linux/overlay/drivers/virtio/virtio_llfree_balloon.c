@@ -10,14 +10,23 @@
  *     reclaimed, the allocator calls vllb_install(), which sends a request
  *     on the current CPU's install queue and busy-polls for the answer
  *     (interrupts off, no sleeping, bounded),
- *   - drops page cache when the host asks for it.
+ *   - drops page cache when the host asks for it,
+ *   - on removal, or once the device broke, resets the device and takes
+ *     back everything the host reclaimed (protocol section 10).
  * The wire protocol is include/uapi/linux/virtio_llfree_balloon.h; the
  * rules cited as O1..O11 are those of docs/protocol.md.
+ *
+ * Booted with virtio_llfree_balloon.fault_inject=1, debugfs offers a file
+ * that sends malformed requests and corrupts the shared arrays, to test
+ * that the host survives a malicious guest.
  */
+#include <linux/debugfs.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
 #include <linux/mm.h>
 #include <linux/mmzone.h>
+#include <linux/moduleparam.h>
+#include <linux/mutex.h>
 #include <linux/page_llfree.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
@@ -71,7 +80,19 @@ struct virtio_llfree_balloon {
 	spinlock_t stop_lock;
 	bool stop;
 	u32 last_shrink_seq;
+
+	/* Reset and take back the memory once the device broke */
+	struct work_struct broken_work;
+	/* Serialises vllb_teardown(); torn_down is set once it ran */
+	struct mutex teardown_lock;
+	bool torn_down;
+
+	struct dentry *debugfs;
 };
+
+static bool fault_inject;
+module_param(fault_inject, bool, 0444);
+MODULE_PARM_DESC(fault_inject, "debugfs file that sends malformed requests (tests only)");
 
 /* The device the install hook talks to: one per guest */
 static struct virtio_llfree_balloon *vllb_dev;
@@ -138,22 +159,15 @@ static bool vllb_needs_reset(struct virtio_llfree_balloon *vb)
  * in any context. Interrupts stay off while this CPU owns its queue, so
  * an allocation in an interrupt cannot re-enter the same queue.
  */
-static int vllb_install(struct zone *zone, unsigned long pfn,
-			unsigned int order)
+static int vllb_send_install(struct virtio_llfree_balloon *vb, u16 id,
+			     u64 frame, u8 order)
 {
-	struct virtio_llfree_balloon *vb = READ_ONCE(vllb_dev);
 	struct scatterlist out, in, *sgs[2] = { &out, &in };
 	struct vllb_install_queue *q;
 	unsigned long flags;
 	unsigned int len, polls = 0;
 	u64 start, waited;
-	int id, ret;
-
-	if (!vb)
-		return -EIO;
-	id = vllb_zone_id(vb, zone);
-	if (WARN_ON_ONCE(id < 0))
-		return -EINVAL;
+	int ret;
 
 	q = &vb->install[raw_smp_processor_id() % vb->num_install];
 	spin_lock_irqsave(&q->lock, flags);
@@ -161,7 +175,7 @@ static int vllb_install(struct zone *zone, unsigned long pfn,
 
 	q->req->zone = cpu_to_le16(id);
 	q->req->order = order;
-	q->req->frame = cpu_to_le64(pfn - vb->zones[id].base_pfn);
+	q->req->frame = cpu_to_le64(frame);
 	sg_init_one(&out, q->req, sizeof(*q->req));
 	sg_init_one(&in, q->resp, sizeof(*q->resp));
 	ret = virtqueue_add_sgs(q->vq, sgs, 1, 1, q, GFP_ATOMIC);
@@ -181,20 +195,36 @@ static int vllb_install(struct zone *zone, unsigned long pfn,
 	}
 	ret = len == sizeof(*q->resp) ?
 		      vllb_status_errno(le32_to_cpu(q->resp->status)) : -EIO;
-	WARN_ONCE(ret == -EINVAL, "virtio-llfree-balloon: install of pfn 0x%lx order %u rejected\n",
-		  pfn, order);
 	goto out_unlock;
 
 out_broken:
 	/* the buffer stays in the ring until the device is reset */
 	virtio_break_device(vb->vdev);
-	dev_err_ratelimited(&vb->vdev->dev, "install of pfn 0x%lx: device broken\n",
-			    pfn);
+	dev_err_ratelimited(&vb->vdev->dev, "install of zone %u frame 0x%llx: device broken\n",
+			    id, frame);
+	schedule_work(&vb->broken_work);
 out_unlock:
 	waited = ktime_get_mono_fast_ns() - start;
 	spin_unlock_irqrestore(&q->lock, flags);
 	count_vm_event(LLFREE_INSTALL);
 	count_vm_events(LLFREE_INSTALL_WAIT_US, waited / NSEC_PER_USEC);
+	return ret;
+}
+
+static int vllb_install(struct zone *zone, unsigned long pfn,
+			unsigned int order)
+{
+	struct virtio_llfree_balloon *vb = READ_ONCE(vllb_dev);
+	int id, ret;
+
+	if (!vb)
+		return -EIO;
+	id = vllb_zone_id(vb, zone);
+	if (WARN_ON_ONCE(id < 0))
+		return -EINVAL;
+	ret = vllb_send_install(vb, id, pfn - vb->zones[id].base_pfn, order);
+	WARN_ONCE(ret == -EINVAL, "virtio-llfree-balloon: install of pfn 0x%lx order %u rejected\n",
+		  pfn, order);
 	return ret;
 }
 
@@ -216,13 +246,17 @@ static int vllb_request(struct virtio_llfree_balloon *vb, struct virtqueue *vq,
 	if (ret)
 		goto out_free;
 	virtqueue_kick(vq);
+	/* a device that wants a reset answers nothing more (protocol section 10) */
 	wait_event(vb->acked, virtqueue_get_buf(vq, &len) ||
-			      virtqueue_is_broken(vq));
-	if (virtqueue_is_broken(vq))
-		ret = -EIO;
-	else
-		ret = len == sizeof(*resp) ?
-			vllb_status_errno(le32_to_cpu(resp->status)) : -EIO;
+			      virtqueue_is_broken(vq) || vllb_needs_reset(vb));
+	if (virtqueue_is_broken(vq) || vllb_needs_reset(vb)) {
+		/* the buffer stays in the ring until the device is reset */
+		virtio_break_device(vb->vdev);
+		schedule_work(&vb->broken_work);
+		return -EIO;
+	}
+	ret = len == sizeof(*resp) ?
+		vllb_status_errno(le32_to_cpu(resp->status)) : -EIO;
 out_free:
 	kfree(resp);
 	return ret;
@@ -327,9 +361,7 @@ static void vllb_shrink_work(struct work_struct *work)
 		return;
 	vb->last_shrink_seq = seq;
 
-#ifdef CONFIG_HIBERNATION
 	dropped = shrink_all_memory(pages);
-#endif
 	ev = kzalloc(sizeof(*ev), GFP_KERNEL);
 	if (!ev)
 		return;
@@ -348,6 +380,8 @@ static void vllb_config_changed(struct virtio_device *vdev)
 	struct virtio_llfree_balloon *vb = vdev->priv;
 	unsigned long flags;
 
+	/* DEVICE_NEEDS_RESET comes with a config change: wake the waiters */
+	wake_up(&vb->acked);
 	if (!virtio_has_feature(vdev, VIRTIO_LLFREE_BALLOON_F_SHRINK_PAGECACHE))
 		return;
 	spin_lock_irqsave(&vb->stop_lock, flags);
@@ -355,6 +389,203 @@ static void vllb_config_changed(struct virtio_device *vdev)
 		queue_work(system_freezable_wq, &vb->shrink_work);
 	spin_unlock_irqrestore(&vb->stop_lock, flags);
 }
+
+/*
+ * Stop HyperAlloc in this guest (protocol section 10): no more installs,
+ * reset the device, which stops reclaiming and backs every frame again,
+ * then take back every reclaimed frame. The queues stay until removal.
+ */
+static void vllb_teardown(struct virtio_llfree_balloon *vb)
+{
+	unsigned long returned = 0;
+	unsigned int i;
+
+	mutex_lock(&vb->teardown_lock);
+	if (vb->torn_down)
+		goto out_unlock;
+	vb->torn_down = true;
+
+	spin_lock_irq(&vb->stop_lock);
+	vb->stop = true;
+	spin_unlock_irq(&vb->stop_lock);
+	cancel_work_sync(&vb->shrink_work);
+
+	/* from here on allocations clear the reclaimed flags themselves */
+	page_llfree_clear_install_hook();
+	virtio_reset_device(vb->vdev);
+	for (i = 0; i < vb->nr_zones; i++)
+		returned += page_llfree_unreclaim_zone(vb->zones[i].zone);
+	dev_info(&vb->vdev->dev, "device reset, %lu MiB the host had taken are the guest's again\n",
+		 (returned << VIRTIO_LLFREE_BALLOON_CHILD_ORDER) >> (20 - PAGE_SHIFT));
+out_unlock:
+	mutex_unlock(&vb->teardown_lock);
+}
+
+static void vllb_broken_work(struct work_struct *work)
+{
+	struct virtio_llfree_balloon *vb =
+		container_of(work, struct virtio_llfree_balloon, broken_work);
+
+	dev_err(&vb->vdev->dev, "device broken: resetting it; memory is no longer managed by the host\n");
+	vllb_teardown(vb);
+}
+
+/*
+ * Fault injection for tests of the host (fault_inject=1). One command per
+ * write; the write fails with the errno the device's answer maps to:
+ *   zone FIELD=VALUE...     registration of zone 0 with fields replaced
+ *                           (zone node type version cores base_pfn frames
+ *                           trees_gpa trees_len lower_gpa lower_len
+ *                           free_pages_gpa global_free_pages_gpa
+ *                           file_pages_gpa)
+ *   install ZONE FRAME ORDER  an install request with these raw values
+ *   poke ZONE trees|lower OFFSET VALUE
+ *                           stores a 64-bit VALUE at byte OFFSET (rounded
+ *                           down to 8) of a shared array: the guest's own
+ *                           allocator sees it too
+ */
+static int vllb_set_zone_field(struct virtio_llfree_balloon_zone *msg,
+			       const char *key, u64 val)
+{
+	static const struct {
+		const char *name;
+		size_t offset, size;
+	} fields[] = {
+#define VLLB_FIELD(f) { #f, offsetof(struct virtio_llfree_balloon_zone, f), \
+			sizeof_field(struct virtio_llfree_balloon_zone, f) }
+		VLLB_FIELD(zone), VLLB_FIELD(node), VLLB_FIELD(type),
+		VLLB_FIELD(version), VLLB_FIELD(cores), VLLB_FIELD(base_pfn),
+		VLLB_FIELD(frames), VLLB_FIELD(trees_gpa),
+		VLLB_FIELD(trees_len), VLLB_FIELD(lower_gpa),
+		VLLB_FIELD(lower_len), VLLB_FIELD(free_pages_gpa),
+		VLLB_FIELD(global_free_pages_gpa), VLLB_FIELD(file_pages_gpa),
+#undef VLLB_FIELD
+	};
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(fields); i++) {
+		void *p = (u8 *)msg + fields[i].offset;
+
+		if (strcmp(key, fields[i].name))
+			continue;
+		switch (fields[i].size) {
+		case 1:
+			*(u8 *)p = val;
+			break;
+		case 2:
+			*(__le16 *)p = cpu_to_le16(val);
+			break;
+		case 4:
+			*(__le32 *)p = cpu_to_le32(val);
+			break;
+		default:
+			*(__le64 *)p = cpu_to_le64(val);
+		}
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int vllb_inject_zone(struct virtio_llfree_balloon *vb, char *args)
+{
+	struct virtio_llfree_balloon_zone *msg;
+	struct page_llfree_info info;
+	char *tok, *val;
+	u64 v;
+	int ret;
+
+	if (!vb->nr_zones || !page_llfree_zone_info(vb->zones[0].zone, &info))
+		return -ENODEV;
+	msg = kmalloc(sizeof(*msg), GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	vllb_fill_zone(msg, 0, vb->zones[0].zone, &info);
+	while ((tok = strsep(&args, " \t\n"))) {
+		if (!*tok)
+			continue;
+		val = strchr(tok, '=');
+		if (!val || kstrtou64(val + 1, 0, &v)) {
+			ret = -EINVAL;
+			goto out_free;
+		}
+		*val = '\0';
+		ret = vllb_set_zone_field(msg, tok, v);
+		if (ret)
+			goto out_free;
+	}
+	ret = vllb_request(vb, vb->zone_vq, msg, sizeof(*msg));
+out_free:
+	kfree(msg);
+	return ret;
+}
+
+static int vllb_inject_poke(struct virtio_llfree_balloon *vb, u16 id,
+			    const char *array, u64 offset, u64 val)
+{
+	struct page_llfree_info info;
+	phys_addr_t base;
+	size_t len;
+
+	if (id >= vb->nr_zones ||
+	    !page_llfree_zone_info(vb->zones[id].zone, &info))
+		return -EINVAL;
+	if (!strcmp(array, "trees")) {
+		base = info.trees;
+		len = info.trees_size;
+	} else if (!strcmp(array, "lower")) {
+		base = info.lower;
+		len = info.lower_size;
+	} else {
+		return -EINVAL;
+	}
+	offset = ALIGN_DOWN(offset, sizeof(u64));
+	if (offset + sizeof(u64) > len)
+		return -EINVAL;
+	WRITE_ONCE(*(u64 *)phys_to_virt(base + offset), val);
+	return 0;
+}
+
+static ssize_t vllb_inject_write(struct file *file, const char __user *ubuf,
+				 size_t count, loff_t *ppos)
+{
+	struct virtio_llfree_balloon *vb = file->private_data;
+	char *buf, *args, cmd[8], array[8];
+	unsigned long long frame, offset, val;
+	unsigned int id, order;
+	int ret;
+
+	if (count > PAGE_SIZE)
+		return -E2BIG;
+	if (READ_ONCE(vb->torn_down))
+		return -ENODEV;
+	buf = memdup_user_nul(ubuf, count);
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
+	ret = -EINVAL;
+	if (sscanf(buf, "%7s", cmd) != 1)
+		goto out_free;
+	args = buf + strlen(cmd) + strspn(buf, " \t");
+	if (!strcmp(cmd, "zone")) {
+		ret = vllb_inject_zone(vb, args);
+	} else if (!strcmp(cmd, "install")) {
+		if (sscanf(args, "%u %llu %u", &id, &frame, &order) == 3 &&
+		    id <= U16_MAX && order <= U8_MAX)
+			ret = vllb_send_install(vb, id, frame, order);
+	} else if (!strcmp(cmd, "poke")) {
+		if (sscanf(args, "%u %7s %llu %llu", &id, array, &offset, &val) == 4)
+			ret = vllb_inject_poke(vb, id, array, offset, val);
+	}
+out_free:
+	kfree(buf);
+	return ret ? ret : count;
+}
+
+static const struct file_operations vllb_inject_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = vllb_inject_write,
+	.llseek = no_llseek,
+};
 
 /* Find the queues and preallocate the install requests */
 static int vllb_init_vqs(struct virtio_llfree_balloon *vb)
@@ -451,7 +682,9 @@ static int vllb_probe(struct virtio_device *vdev)
 	vb->vdev = vdev;
 	init_waitqueue_head(&vb->acked);
 	INIT_WORK(&vb->shrink_work, vllb_shrink_work);
+	INIT_WORK(&vb->broken_work, vllb_broken_work);
 	spin_lock_init(&vb->stop_lock);
+	mutex_init(&vb->teardown_lock);
 
 	virtio_cread_le(vdev, struct virtio_llfree_balloon_config,
 			num_install_queues, &vb->num_install);
@@ -478,17 +711,25 @@ static int vllb_probe(struct virtio_device *vdev)
 	if (ret)
 		goto out_reset;
 	ret = vllb_register_zones(vb);
-	if (ret)
-		goto out_clear_hook;
+	if (ret) {
+		/* the host may have reclaimed from the zones it accepted */
+		vllb_teardown(vb);
+		cancel_work_sync(&vb->broken_work);
+		goto out_del_vqs;
+	}
 	dev_info(&vdev->dev, "%u zones registered, %u install queues\n",
 		 vb->nr_zones, vb->num_install);
+	if (fault_inject) {
+		vb->debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
+		debugfs_create_file("inject", 0200, vb->debugfs, vb,
+				    &vllb_inject_fops);
+	}
 	return 0;
 
-out_clear_hook:
-	page_llfree_clear_install_hook();
 out_reset:
-	WRITE_ONCE(vllb_dev, NULL);
 	virtio_reset_device(vdev);
+out_del_vqs:
+	WRITE_ONCE(vllb_dev, NULL);
 	vdev->config->del_vqs(vdev);
 out_free_install:
 	vllb_free_install(vb);
@@ -501,17 +742,9 @@ static void vllb_remove(struct virtio_device *vdev)
 {
 	struct virtio_llfree_balloon *vb = vdev->priv;
 
-	spin_lock_irq(&vb->stop_lock);
-	vb->stop = true;
-	spin_unlock_irq(&vb->stop_lock);
-	cancel_work_sync(&vb->shrink_work);
-
-	/*
-	 * The host backs every reclaimed frame again when it is reset
-	 * (protocol section 10); allocations then no longer need installs.
-	 */
-	page_llfree_clear_install_hook();
-	virtio_reset_device(vdev);
+	debugfs_remove(vb->debugfs);
+	vllb_teardown(vb);
+	cancel_work_sync(&vb->broken_work);
 	WRITE_ONCE(vllb_dev, NULL);
 	vdev->config->del_vqs(vdev);
 	vllb_free_install(vb);

@@ -48,6 +48,7 @@ void page_llfree_drain(struct zone *zone, unsigned int cpu);
 bool page_llfree_zone_info(struct zone *zone, struct page_llfree_info *info);
 int page_llfree_set_install_hook(page_llfree_install_t hook);
 void page_llfree_clear_install_hook(void);
+unsigned long page_llfree_unreclaim_zone(struct zone *zone);
 #else
 static inline void page_llfree_init(void)
 {
