@@ -8,13 +8,15 @@
 #   make qemu-check    device tests against the real binary over QMP/qtest
 #   make guest         build/guest/: every kernel variant and the initramfs
 #   make guest-check   boot and stress the baseline and llfree kernels (TCG)
-#   make e2e-check     end-to-end: resize, coexistence and reboot of a running
-#                      llfree VM, data verified
+#   make bench-kalloc  kernel page allocator: llfree against buddy (TCG);
+#                      KALLOC_ARGS=--quick for a short run
+#   make e2e-check     end-to-end tests of a running llfree VM (README.md),
+#                      data verified
 #
 # Each target installs the Debian packages it needs (scripts/install-deps.sh).
 
 .PHONY: all demo check llfree-check llfree-bench qemu qemu-check guest \
-	guest-check guest-images e2e-check \
+	guest-check guest-images e2e-check bench-kalloc \
 	deps-llfree deps-vm clean
 
 all: llfree-check
@@ -51,10 +53,19 @@ guest-check: qemu guest-images deps-vm
 	tests/guest/boot-smoke.py --variant llfree
 	tests/guest/stress.py --variant baseline
 	tests/guest/stress.py --variant llfree
+	tests/guest/kalloc-smoke.sh --variant baseline --variant llfree
 
 e2e-check: qemu guest-images deps-vm
 	tests/e2e/test_resize.py
 	tests/e2e/test_coexist_reboot.py
+	tests/e2e/test_auto.py
+	tests/e2e/test_race.py
+	tests/e2e/test_install_large.py
+	tests/e2e/test_driver_reset.py
+	tests/e2e/test_pagecache.py
+
+bench-kalloc: qemu guest-images deps-vm
+	/usr/bin/python3 bench/kalloc.py $(KALLOC_ARGS)
 
 check: llfree-check qemu-check guest-check e2e-check
 

@@ -3,7 +3,7 @@
 #
 # Usage: scripts/build-guest.sh [-v] [VARIANT...]   (default: every variant below)
 #
-#   baseline  build/guest/bzImage-baseline  stock buddy allocator
+#   baseline  build/guest/bzImage-baseline  stock buddy allocator (+ the benchmark)
 #   llfree    build/guest/bzImage           llfree allocator + virtio-llfree-balloon
 #   debug     build/guest/bzImage-debug     llfree + DEBUG_VM, lockdep, KASAN
 #
@@ -15,8 +15,12 @@
 #
 # Kernel tree of a variant = pristine source + linux/overlay/ (new files, laid
 # out as in the kernel) + llfree sources (see stage_llfree) +
-# linux/patches/*.patch in order (patch -p1, no fuzz). Variants in `stock`
-# get the pristine source only: baseline is the kernel the paper compares to.
+# linux/patches/*.patch in order (patch -p1, no fuzz), then the benchmark:
+# linux/bench/overlay/ + linux/bench/patches/*.patch (mm/alloc_bench.c, the
+# page allocator benchmark in debugfs). Variants in `stock` get the pristine
+# source + the benchmark only: baseline is the kernel the paper compares to,
+# its allocator unchanged. Every variant has the benchmark, so llfree and the
+# buddy allocator are measured by the same code (bench/kalloc.py).
 #
 # Cache (outside the checkout), ${HYPERALLOC_CACHE:-/var/cache/hyperalloc}/linux/:
 #   src-<pkgversion>/         the unpacked source, never modified
@@ -25,7 +29,8 @@
 #   work/<variant>/obj        the object tree (make O=)
 #   <variant>-<hash>/         finished bzImage and .config; the hash covers the
 #                             source version, compiler, this script, the
-#                             variant's fragments, overlay, patches, llfree sources
+#                             variant's fragments, overlay, patches, llfree
+#                             sources and the benchmark's overlay and patches
 # Deleting any of it is safe; the next run rebuilds what is missing.
 set -euo pipefail
 
@@ -39,7 +44,8 @@ declare -A output=(
 	[llfree]=bzImage
 	[debug]=bzImage-debug
 )
-# Variants built from the unmodified source (no overlay, llfree or patches).
+# Variants built from the unmodified source + the benchmark (no linux/overlay,
+# llfree or linux/patches).
 stock=" baseline "
 # Variants for which an unmet fragment symbol is fatal. Add llfree and debug
 # once CONFIG_LLFREE and CONFIG_VIRTIO_LLFREE_BALLOON build (both now exist).
@@ -102,6 +108,11 @@ variant_inputs() {
 	local v=$1 f
 	echo scripts/build-guest.sh
 	for f in ${fragments[$v]}; do echo "linux/config/$f.config"; done
+	{
+		[ ! -d linux/bench/overlay ] || find linux/bench/overlay \( -type f -o -type l \)
+		[ ! -d linux/bench/patches ] ||
+			find linux/bench/patches -maxdepth 1 -type f -name '*.patch'
+	} | LC_ALL=C sort
 	[[ $stock != *" $v "* ]] || return 0
 	{
 		[ ! -d linux/overlay ] || find linux/overlay \( -type f -o -type l \)
@@ -129,8 +140,9 @@ variant_hash() {
 	} | sha256sum | cut -c1-16
 }
 
-# Brings work/<v>/src to pristine + overlay + llfree + patches, rewriting
-# only the files whose content changes (keeps make's timestamps meaningful).
+# Brings work/<v>/src to pristine + overlay + llfree + patches + benchmark,
+# rewriting only the files whose content changes (keeps make's timestamps
+# meaningful).
 prepare_tree() {
 	local v=$1 work=$cache/work/$1
 	local tree=$work/src stage=$work/stage managed=$work/managed-files
@@ -152,6 +164,11 @@ prepare_tree() {
 	if [[ $stock != *" $v "* ]] && [ -d linux/patches ]; then
 		mapfile -t patches < <(find linux/patches -maxdepth 1 -type f -name '*.patch' | LC_ALL=C sort)
 	fi
+	# The benchmark, in every variant, after the llfree patches.
+	if [ -d linux/bench/patches ]; then
+		mapfile -t -O "${#patches[@]}" patches < <(find linux/bench/patches -maxdepth 1 \
+			-type f -name '*.patch' | LC_ALL=C sort)
+	fi
 	for p in "${patches[@]}"; do
 		patch_paths "$p" | while read -r f; do
 			if [ -e "$src_dir/$f" ] && [ ! -e "$stage/$f" ]; then
@@ -164,6 +181,7 @@ prepare_tree() {
 		[ ! -d linux/overlay ] || cp -a linux/overlay/. "$stage/"
 		stage_llfree "$stage"
 	fi
+	[ ! -d linux/bench/overlay ] || cp -a linux/bench/overlay/. "$stage/"
 	for p in "${patches[@]}"; do
 		log "$v: applying $p"
 		patch -p1 --batch --forward --fuzz=0 --no-backup-if-mismatch \
