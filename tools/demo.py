@@ -63,6 +63,19 @@ class Timeline:
         print("[%6.1f s] %s" % (time.monotonic() - self.start, phase), flush=True)
 
 
+def resize(tl, value, timeout=120):
+    """llfree-balloon only starts the resize: wait until it is done (the
+    timeline's lock: its thread shares the QMP connection)."""
+    with tl.lock:
+        tl.qmp.execute("llfree-balloon", {"value": value})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with tl.lock:
+            if not tl.qmp.execute("query-llfree-balloon").get("resizing"):
+                return
+        time.sleep(0.05)
+
+
 def hold(g, cmd):
     answer = g.hold_command(cmd)
     if not answer.startswith("ok"):
@@ -89,11 +102,11 @@ def scenario(g, qmp, tl):
     wait_rss_below(tl, 1536 * MIB, 6 * AUTO_INTERVAL_MS / 1000)
     time.sleep(2)
     tl.enter("QMP: shrink the VM to 1 GiB")
-    qmp.execute("llfree-balloon", {"value": 1 * GIB})
+    resize(tl, 1 * GIB)
     time.sleep(3)
     hold(g, "verify")
     tl.enter("QMP: grow the VM to 4 GiB")
-    qmp.execute("llfree-balloon", {"value": RAM})
+    resize(tl, RAM)
     time.sleep(3)
     tl.enter("workload uses 2 GiB again")
     for step in range(1, 4):

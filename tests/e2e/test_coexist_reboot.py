@@ -78,7 +78,10 @@ def main():
         checks.check(actual, "virtio-balloon inflates by 512 MiB",
                      "actual %d MiB" % (qmp.execute("query-balloon")["actual"] // MIB))
         qmp.execute("llfree-balloon", {"value": TARGET})
-        info = qmp.execute("query-llfree-balloon")
+        # the command only starts the resize
+        info = wait_until(lambda: (lambda i: None if i.get("resizing") else i)(
+            qmp.execute("query-llfree-balloon")), 120) or \
+            qmp.execute("query-llfree-balloon")
         checks.check(abs(info["actual"] - TARGET) <= CHILD,
                      "llfree balloon shrinks on top of it",
                      "actual %d MiB" % (info["actual"] // MIB))

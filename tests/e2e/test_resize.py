@@ -39,6 +39,17 @@ from e2e import CHILD, GIB, MIB, Checks, finish, run_test  # noqa: E402
 RAM = 4 * GIB
 
 
+def resize(qmp, value, timeout=120):
+    """llfree-balloon only starts the resize: wait until it is done."""
+    qmp.execute("llfree-balloon", {"value": value})
+    deadline = time.monotonic() + timeout
+    while True:
+        info = qmp.execute("query-llfree-balloon")
+        if not info.get("resizing") or time.monotonic() > deadline:
+            return info
+        time.sleep(0.01)
+
+
 def main():
     found = guestvm.variant_or_skip("llfree")
     if not found:
@@ -69,9 +80,8 @@ def main():
         rss_before = rss(pid)
         target = 2 * GIB
         start = time.monotonic()
-        qmp.execute("llfree-balloon", {"value": target})
+        info = resize(qmp, target)
         took = time.monotonic() - start
-        info = qmp.execute("query-llfree-balloon")
         rss_after = rss(pid)
         checks.check(abs(info["actual"] - target) <= CHILD, "shrink reaches the target",
                      "actual %d MiB in %.3f s" % (info["actual"] // MIB, took))
@@ -86,9 +96,8 @@ def main():
         checks.check(g.hold_command("verify").startswith("ok"), "data intact after shrink")
 
         start = time.monotonic()
-        qmp.execute("llfree-balloon", {"value": RAM})
+        info = resize(qmp, RAM)
         took = time.monotonic() - start
-        info = qmp.execute("query-llfree-balloon")
         checks.check(info["actual"] == RAM and took < 1.0, "grow returns at once",
                      "%.3f s" % took)
         checks.check(rss(pid) <= rss_after + 64 * MIB, "grow does not populate",

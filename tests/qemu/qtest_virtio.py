@@ -80,6 +80,26 @@ class QTest:
                 raise RuntimeError(f"qtest {line!r}: {reply}")
             return reply[2:].strip()
 
+    def cmds(self, lines):
+        """Sends several commands in one write, so QEMU runs them without
+        a main-loop iteration in between; returns their answers."""
+        self._sock.sendall("".join(line + "\n" for line in lines).encode())
+        answers = []
+        while len(answers) < len(lines):
+            while b"\n" not in self._buf:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("qtest connection closed")
+                self._buf += chunk
+            reply, self._buf = self._buf.split(b"\n", 1)
+            reply = reply.decode()
+            if reply.startswith("IRQ"):
+                continue
+            if not reply.startswith("OK"):
+                raise RuntimeError(f"qtest {lines[len(answers)]!r}: {reply}")
+            answers.append(reply[2:].strip())
+        return answers
+
     def outl(self, port, value):
         self.cmd(f"outl 0x{port:x} 0x{value:x}")
 

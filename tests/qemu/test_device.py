@@ -175,7 +175,8 @@ def test_realize_plain():
     with VM(["-device", DEV]) as vm:
         info = vm.qmp.execute("query-llfree-balloon")
         check(info == {"actual": RAM, "target": RAM, "balloon": 0,
-                       "soft": 0, "installs": 0}, f"query: {info}")
+                       "soft": 0, "installs": 0, "resizing": False},
+              f"query: {info}")
 
 
 def test_realize_short_alias():
@@ -255,6 +256,16 @@ def test_mapping_duplicate_iothread():
                                    {"iothread": "io0", "vqs": [1]}]})
     start_fails(iothreads("io0") + ["-device", dev], MAPPING,
                 "IOThread 'io0' is listed more than once")
+
+
+def test_mapping_needs_ioeventfd():
+    dev = json_device(**{"ioeventfd": False,
+                         MAPPING: [{"iothread": "io0"}]})
+    start_fails(iothreads("io0") + ["-device", dev], MAPPING, "ioeventfd")
+
+
+def test_step_children_zero():
+    start_fails(["-device", f"{DEV},x-step-children=0"], "x-step-children")
 
 
 def test_auto_mode_interval_zero():
@@ -405,7 +416,7 @@ F_VERSION_1 = 1 << 32
 F_INDIRECT = 1 << 28
 S_OK, S_INVALID, S_VERSION, S_NO_ZONE, S_EXISTS, S_ADDRESS, S_STATE, \
     S_HOST = range(8)
-ZONE_DMA32, ZONE_NORMAL = 1, 2
+ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE = 1, 2, 3
 CHILD = 2 * MIB
 HARD_WORD = 0x0C00     # free 0, huge, reclaimed
 SOFT_WORD = 0x0A00     # free 512, reclaimed
@@ -461,6 +472,30 @@ class FakeZone:
     def tree(self, t):
         return self.qt.readw(self.trees + 2 * t)
 
+    def words(self):
+        """All child words, read at once."""
+        return list(struct.unpack(f"<{self.children}H", self.qt.read(
+            self.lower + self.children * 64, 2 * self.children)))
+
+    def allocate_trees(self, n):
+        """The guest allocated trees 0 .. n - 1 completely."""
+        self.qt.write(self.trees, bytes(2 * n))
+        self.qt.write(self.lower + self.children * 64, bytes(16 * n))
+
+    def check_consistent(self):
+        """Trees, child words and counters agree: no child half-done."""
+        words = self.words()
+        hard = words.count(HARD_WORD)
+        trees = struct.unpack(f"<{(self.children + 7) // 8}H", self.qt.read(
+            self.trees, 2 * ((self.children + 7) // 8)))
+        free = sum(512 for w in words if w in (FREE_WORD, SOFT_WORD))
+        check(sum(trees) == free, f"trees {sum(trees)} != free {free}")
+        check(self.counter("free") == self.frames - 512 * hard,
+              f"zone counter {self.counter('free')}, {hard} hard")
+        check(self.counter("global") == 4 * self.frames - 512 * hard,
+              f"global counter {self.counter('global')}, {hard} hard")
+        return words
+
     def counter(self, which):
         return struct.unpack("<q", self.qt.read(
             {"free": self.free_pages, "global": self.global_free_pages,
@@ -485,9 +520,13 @@ def device_config(dev):
         dev.device_cfg, 32))))
 
 
-def protocol_vm(props="", features=F_VERSION_1, extra=()):
+def qtest_base(ram):
+    return [a if a != "1G" else ram for a in QTEST_BASE]
+
+
+def protocol_vm(props="", features=F_VERSION_1, extra=(), base=QTEST_BASE):
     """A qtest VM with the device set up by the test as its driver."""
-    vm = VM(list(extra) + ["-device", f"{DEV}{props}"], base=QTEST_BASE,
+    vm = VM(list(extra) + ["-device", f"{DEV}{props}"], base=base,
             qtest=True)
     try:
         dev = VirtioPCI(vm.qt, DEVICE_ID)
@@ -497,6 +536,46 @@ def protocol_vm(props="", features=F_VERSION_1, extra=()):
         vm.kill()
         raise
     return vm, dev
+
+
+def wait_resized(vm, timeout=20):
+    """Waits until no resize runs; returns query-llfree-balloon."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = vm.qmp.execute("query-llfree-balloon")
+        if not info["resizing"]:
+            return info
+        check(time.monotonic() < deadline, f"resize does not end: {info}")
+        time.sleep(0.01)
+
+
+def resize(vm, value):
+    """llfree-balloon, which only starts the resize, then waits for it."""
+    vm.qmp.execute("llfree-balloon", {"value": value})
+    return wait_resized(vm)
+
+
+def qmp_pipeline(qmp, *commands):
+    """Sends the commands in one write and returns their answers (the
+    return value, or the error object)."""
+    ids, data = [], b""
+    for command, args in commands:
+        qmp._next_id += 1
+        msg = {"execute": command, "id": qmp._next_id}
+        if args:
+            msg["arguments"] = args
+        data += json.dumps(msg).encode() + b"\n"
+        ids.append(qmp._next_id)
+    qmp._sock.sendall(data)
+    replies = {}
+    deadline = time.monotonic() + 20
+    while len(replies) < len(ids):
+        reply = qmp._read_message(deadline)
+        if "event" in reply:
+            qmp._events.append(reply)
+        elif reply.get("id") in ids:
+            replies[reply["id"]] = reply
+    return [replies[i].get("return", replies[i].get("error")) for i in ids]
 
 
 def test_protocol_config_and_features():
@@ -558,6 +637,21 @@ def test_protocol_registration_errors():
         check(status == S_EXISTS, f"overlapping frames: {status}")
         status, _ = respond(dev, 0, z2.message(version=2))
         check(status == S_VERSION, f"other version: {status}")
+        # a second zone may share counters, never arrays
+        z3 = FakeZone(dev, 1, 0x20000, 0x10000, 0x1800000, ZONE_DMA32)
+        for what, over in (("arrays of zone 0", dict(trees_gpa=z.trees,
+                                                       lower_gpa=z.lower)),
+                           ("lower on zone 0's trees", dict(lower_gpa=z.trees)),
+                           ("counter in zone 0's array",
+                            dict(file_pages_gpa=z.lower + 64)),
+                           ("array on zone 0's counter",
+                            dict(trees_gpa=z.counters))):
+            status, _ = respond(dev, 0, z3.message(**over))
+            check(status == S_INVALID, f"{what}: status {status}")
+        status, value = respond(dev, 0, z3.message(
+            global_free_pages_gpa=z.global_free_pages))
+        check((status, value) == (S_OK, z3.children),
+              f"second zone sharing the global counter: {status} {value}")
 
 
 def test_protocol_inflate_install_deflate():
@@ -568,8 +662,7 @@ def test_protocol_inflate_install_deflate():
         check((status, value) == (S_OK, 128), f"register: {status} {value}")
 
         # inflate by 32 children (64 MiB)
-        vm.qmp.execute("llfree-balloon", {"value": RAM - 64 * MIB})
-        info = vm.qmp.execute("query-llfree-balloon")
+        info = resize(vm, RAM - 64 * MIB)
         check(info["balloon"] == 64 * MIB and info["actual"] == RAM - 64 * MIB
               and info["target"] == RAM - 64 * MIB, f"query: {info}")
         event = vm.qmp.wait_event("LLFREE_BALLOON_CHANGE", timeout=5)
@@ -601,8 +694,7 @@ def test_protocol_inflate_install_deflate():
             check(status == want, f"install {what}: {status}, want {want}")
 
         # deflate: lazy, children become soft
-        vm.qmp.execute("llfree-balloon", {"value": RAM})
-        info = vm.qmp.execute("query-llfree-balloon")
+        info = resize(vm, RAM)
         check(info["balloon"] == 0 and info["soft"] == 64 * MIB,
               f"query after deflate: {info}")
         check(z.child(hard) == SOFT_WORD, f"word {z.child(hard):#x}")
@@ -623,13 +715,13 @@ def test_protocol_inflate_install_deflate():
 
         # HMP wrappers, sizes in MiB
         vm.qmp.hmp("llfree_balloon 960")
+        wait_resized(vm)
         out = vm.qmp.hmp("info llfree_balloon")
         check(out.startswith("llfree_balloon: actual=960 target=960 "
                              "balloon=64 "), f"info llfree_balloon: {out!r}")
 
         # 2 MiB rounding: the VM never gets smaller than asked
-        vm.qmp.execute("llfree-balloon", {"value": RAM - 3 * MIB})
-        info = vm.qmp.execute("query-llfree-balloon")
+        info = resize(vm, RAM - 3 * MIB)
         check(info["balloon"] == 2 * MIB and
               info["target"] == RAM - 2 * MIB, f"rounding: {info}")
 
@@ -644,8 +736,8 @@ def test_protocol_install_in_iothread():
         dev.init(F_VERSION_1, range(4))
         z = FakeZone(dev, 0, 0x10000, 0x10000, 0x1000000)
         check(respond(dev, 0, z.message())[0] == S_OK, "register")
-        vm.qmp.execute("llfree-balloon", {"value": RAM - 16 * MIB})
-        vm.qmp.execute("llfree-balloon", {"value": RAM})
+        resize(vm, RAM - 16 * MIB)
+        resize(vm, RAM)
         for q in (2, 3):
             c = [z.child(i) for i in range(128)].index(SOFT_WORD)
             status, value = respond(dev, q, install_msg(0, 9, c * 512))
@@ -690,7 +782,7 @@ def test_protocol_shrink_rounds():
         z = FakeZone(dev, 0, 0x10000, 0x10000, 0x1000000)
         check(respond(dev, 0, z.message())[0] == S_OK, "register")
         # 200 children wanted, 128 exist: 72 short, 1000 file pages
-        vm.qmp.execute("llfree-balloon", {"value": RAM - 200 * CHILD})
+        resize(vm, RAM - 200 * CHILD)
         cfg = device_config(dev)
         check(cfg["balloon_children"] == 128 and cfg["shrink_seq"] == 1 and
               cfg["shrink_pages"] == 1000, f"config: {cfg}")
@@ -700,6 +792,7 @@ def test_protocol_shrink_rounds():
         for seq in (1, 2, 3):
             done = struct.pack("<HHIQ", 1, 0, seq, 500)
             check(respond(dev, 1, done)[0] == S_OK, f"done {seq}")
+            wait_resized(vm)
         cfg = device_config(dev)
         check(cfg["shrink_seq"] == 3, f"rounds not bounded: {cfg}")
         bad = struct.pack("<HHIQ", 2, 0, 3, 0)
@@ -718,7 +811,7 @@ def test_protocol_reset_keeps_target():
     with vm:
         z = FakeZone(dev, 0, 0x10000, 0x10000, 0x1000000)
         check(respond(dev, 0, z.message())[0] == S_OK, "register")
-        vm.qmp.execute("llfree-balloon", {"value": RAM - 32 * MIB})
+        resize(vm, RAM - 32 * MIB)
         vm.qmp.execute("system_reset")
         info = vm.qmp.execute("query-llfree-balloon")
         check(info["balloon"] == 0 and info["soft"] == 0 and
@@ -728,8 +821,230 @@ def test_protocol_reset_keeps_target():
         dev.init(F_VERSION_1, range(4))
         z.reset_arrays()
         check(respond(dev, 0, z.message())[0] == S_OK, "re-register")
-        info = vm.qmp.execute("query-llfree-balloon")
+        info = wait_resized(vm)
         check(info["balloon"] == 32 * MIB, f"target not re-applied: {info}")
+
+
+def test_protocol_zone_order_after_reboot():
+    """Zones register one by one after a reboot (DMA32 first): the stored
+    target ends up spread over them in the inflate order, as if all of
+    them had been there (NORMAL, then MOVABLE, then DMA32)."""
+    vm, dev = protocol_vm(",auto-mode=off")
+    with vm:
+        dma32 = FakeZone(dev, 0, 0x10000, 0x8000, 0x1000000, ZONE_DMA32)
+        movable = FakeZone(dev, 1, 0x18000, 0x2000, 0x1400000, ZONE_MOVABLE)
+        normal = FakeZone(dev, 2, 0x20000, 0x10000, 0x1800000, ZONE_NORMAL)
+        zones = (dma32, movable, normal)
+
+        def boot():
+            for z in zones:
+                z.reset_arrays()
+            normal.allocate_trees(11)      # 40 of 128 children free
+
+        def hard():
+            return [z.check_consistent().count(HARD_WORD) for z in zones]
+
+        boot()
+        for z in zones:
+            check(respond(dev, 0, z.message())[0] == S_OK, "register")
+        info = resize(vm, RAM - 48 * CHILD)
+        check(info["balloon"] == 48 * CHILD and hard() == [0, 8, 40],
+              f"all zones: {info} {hard()}")
+
+        vm.qmp.execute("system_reset")
+        dev.init(F_VERSION_1, range(4))
+        boot()
+        want = ([48, 0, 0], [32, 16, 0], [0, 8, 40])
+        for z, expect in zip(zones, want):
+            check(respond(dev, 0, z.message())[0] == S_OK, "re-register")
+            info = wait_resized(vm)
+            check(info["balloon"] == 48 * CHILD and hard() == expect,
+                  f"after zone {z.zone}: {info}, hard {hard()}, "
+                  f"want {expect}")
+        # children handed back are soft: discarded, the guest may use them
+        check(dma32.words().count(SOFT_WORD) == 48 and
+              movable.words().count(SOFT_WORD) == 8,
+              "returned children are not soft")
+
+
+def big_vm(props):
+    """8 GiB, one zone of 6 GiB (3072 children) above 4 GiB."""
+    vm, dev = protocol_vm(props, base=qtest_base("8G"))
+    try:
+        z = FakeZone(dev, 0, 0x100000, 0x180000, 0x1000000)
+        check(respond(dev, 0, z.message())[0] == S_OK, "register")
+    except Exception:
+        vm.kill()
+        raise
+    return vm, dev, z
+
+
+BIG_RAM = 8 << 30
+
+
+def test_protocol_resize_runs_in_steps():
+    """llfree-balloon answers while the resize runs; the resize runs in
+    bounded steps (one batch each with x-step-children=1: traced) with
+    the main loop running in between; a new target replaces the running
+    one; the event reports the end."""
+    logdir = os.environ.get("VLB_LOGDIR") or tempfile.mkdtemp(prefix="vlb-trace-")
+    log = os.path.join(logdir, "trace.log")
+    try:
+        vm, dev = protocol_vm(",auto-mode=off,x-step-children=1",
+                              base=qtest_base("8G"), extra=[
+                                  "-D", log,
+                                  "-trace", "virtio_llfree_balloon_resize*",
+                                  "-trace", "monitor_qmp_respond"])
+        with vm:
+            z = FakeZone(dev, 0, 0x100000, 0x180000, 0x1000000)
+            check(respond(dev, 0, z.message())[0] == S_OK, "register")
+            start, info = qmp_pipeline(
+                vm.qmp,
+                ("llfree-balloon", {"value": BIG_RAM - 3072 * CHILD}),
+                ("query-llfree-balloon", None))
+            check(start == {} and "resizing" in info, f"query: {info}")
+            if VERBOSE:
+                print(f"    query right after the command: {info}")
+            info = wait_resized(vm)
+            check(info["balloon"] == 3072 * CHILD, f"first: {info}")
+            with open(log) as f:
+                lines = f.read().splitlines()
+            begin = next(i for i, l in enumerate(lines)
+                         if "virtio_llfree_balloon_resize " in l and
+                         "target=0xc00" in l)
+            done = next(i for i, l in enumerate(lines)
+                        if "virtio_llfree_balloon_resize_done" in l and
+                        i > begin)
+            answer = next(i for i, l in enumerate(lines)
+                          if "monitor_qmp_respond" in l and i > begin)
+            steps = [l for l in lines[begin:done] if "_resize_step" in l]
+            # QMP runs the handler in a bottom half: a step may come first
+            check(answer < done and any("_resize_step" in l
+                                        for l in lines[answer:done]),
+                  "llfree-balloon answered only when the resize was done")
+            check(len(steps) >= 3072 // 32 - 1 and all(
+                int(l.split("children=")[1], 16) <= 32 for l in steps),
+                  f"steps: {len(steps)}, {steps[:3]}")
+
+            # a new target replaces the running one
+            qmp_pipeline(vm.qmp,
+                         ("llfree-balloon", {"value": BIG_RAM}),
+                         ("llfree-balloon", {"value": BIG_RAM - 600 * CHILD}))
+            info = wait_resized(vm)
+            check(info["balloon"] == 600 * CHILD and
+                  info["actual"] == BIG_RAM - 600 * CHILD, f"second: {info}")
+            check(z.check_consistent().count(HARD_WORD) == 600,
+                  "child words")
+            # rate-limited (virtual clock under qtest): the last one within
+            # a second has the result
+            dev.qt.clock_step(1100 * 1000 * 1000)
+            actual = None
+            while actual != BIG_RAM - 600 * CHILD:
+                event = vm.qmp.wait_event("LLFREE_BALLOON_CHANGE", timeout=5)
+                actual = event["data"]["actual"]
+    finally:
+        if not os.environ.get("VLB_LOGDIR"):
+            shutil.rmtree(logdir, ignore_errors=True)
+
+
+def test_protocol_reset_cancels_resize():
+    """A reset during a resize stops it between two batches: the guest's
+    trees, child words and counters agree, a PINNED child taken by the
+    search is given back, the target stays. Whether the reset lands in
+    the middle depends on the host's scheduling: up to 8 attempts (-v
+    shows where it landed); every one must leave a consistent state."""
+    vm, dev = protocol_vm(",auto-mode=off,x-step-children=1",
+                          base=qtest_base("8G"))
+    with vm:
+        # metadata in child 3 of the zone: pinned, taken by the search
+        z = FakeZone(dev, 0, 0x100000, 0x180000, 0x100000000 + 3 * CHILD)
+        for attempt in range(8):
+            if attempt:
+                dev.init(F_VERSION_1, range(4))
+                z.reset_arrays()
+            check(respond(dev, 0, z.message())[0] == S_OK, "register")
+            qmp_pipeline(vm.qmp,
+                         ("llfree-balloon", {"value": BIG_RAM - 3072 * CHILD}),
+                         ("system_reset", None))
+            deadline = time.monotonic() + 10
+            while True:
+                info = vm.qmp.execute("query-llfree-balloon")
+                if info["balloon"] == 0 and not info["resizing"]:
+                    break
+                check(time.monotonic() < deadline, f"no reset: {info}")
+                time.sleep(0.01)
+            check(info["target"] == BIG_RAM - 3072 * CHILD, f"target: {info}")
+            words = z.check_consistent()
+            check(words[3] == FREE_WORD, f"pinned child word {words[3]:#x}")
+            if VERBOSE:
+                print(f"    reset after {words.count(HARD_WORD)} of 3071")
+            if words.count(HARD_WORD) < 3071:
+                break
+
+
+def test_protocol_auto_mode_runs_in_steps():
+    """An auto-mode pass in the main loop works in bounded steps."""
+    vm, dev, z = big_vm(",auto-mode-interval=100,x-step-children=1")
+    with vm:
+        answers = dev.qt.cmds([
+            f"clock_step {150 * 1000 * 1000}",
+            f"read 0x{z.lower + z.children * 64:x} 0x{2 * z.children:x}"])
+        words = struct.unpack(f"<{z.children}H",
+                              bytes.fromhex(answers[1][2:]))
+        soft = words.count(SOFT_WORD)
+        check(0 < soft <= 32,
+              f"first step soft-reclaimed {soft} of {z.children}")
+        deadline = time.monotonic() + 10
+        while vm.qmp.execute("query-llfree-balloon")["soft"] != \
+                z.children * CHILD:
+            check(time.monotonic() < deadline, "auto pass does not end")
+            time.sleep(0.01)
+        z.check_consistent()
+
+
+def test_protocol_dma_listener_bql():
+    """With a DMA listener (x-dma-listener stands in for VFIO), installs
+    in an IOThread and auto mode in an IOThread call it only with the
+    BQL held (the listener aborts QEMU otherwise)."""
+    path = "/machine/peripheral/vlb/virtio-backend"
+    devjson = json.dumps({"driver": DEV, "id": "vlb", "x-dma-listener": True,
+                          "auto-mode-interval": 100,
+                          "auto-mode-iothread": "io0",
+                          MAPPING: [{"iothread": "io1"}]})
+    vm = VM(iothreads("io0", "io1") + ["-device", devjson],
+            base=QTEST_BASE, qtest=True)
+    with vm:
+        def counters():
+            return (vm.qmp.execute("qom-get", {
+                        "path": path, "property": "x-dma-listener-populated"}),
+                    vm.qmp.execute("qom-get", {
+                        "path": path, "property": "x-dma-listener-discarded"}))
+
+        check(counters() == (RAM, 0), f"replay at realize: {counters()}")
+        dev = VirtioPCI(vm.qt, DEVICE_ID)
+        dev.init(F_VERSION_1, range(4))
+        z = FakeZone(dev, 0, 0x10000, 0x10000, 0x1000000)
+        check(respond(dev, 0, z.message())[0] == S_OK, "register")
+        resize(vm, RAM - 16 * CHILD)
+        resize(vm, RAM)
+        check(counters() == (RAM, 16 * CHILD), f"inflate: {counters()}")
+        soft = [c for c, w in enumerate(z.words()) if w == SOFT_WORD]
+        for q, c in ((2, soft[0]), (3, soft[1])):
+            status, value = respond(dev, q, install_msg(0, 9, c * 512))
+            check((status, value) == (S_OK, 1), f"install queue {q}")
+        check(counters() == (RAM + 2 * CHILD, 16 * CHILD),
+              f"install: {counters()}")
+        dev.qt.clock_step(150 * 1000 * 1000)
+        deadline = time.monotonic() + 10
+        while vm.qmp.execute("query-llfree-balloon")["soft"] != 128 * CHILD:
+            check(time.monotonic() < deadline, "auto mode did not run: "
+                  f"{vm.qmp.execute('query-llfree-balloon')}")
+            time.sleep(0.01)
+        check(counters() == (RAM + 2 * CHILD, 16 * CHILD + 114 * CHILD),
+              f"auto mode: {counters()}")
+        vm.qmp.execute("system_reset")
+        check(counters()[0] == RAM + 2 * CHILD + 128 * CHILD,
+              f"reset: {counters()}")
 
 
 def test_protocol_pinned_metadata():
@@ -740,8 +1055,7 @@ def test_protocol_pinned_metadata():
         z = FakeZone(dev, 0, 0x10000, 0x10000, 0x10000000 + 3 * CHILD)
         status, value = respond(dev, 0, z.message())
         check((status, value) == (S_OK, 127), f"register: {status} {value}")
-        vm.qmp.execute("llfree-balloon", {"value": 1 * MIB})
-        info = vm.qmp.execute("query-llfree-balloon")
+        info = resize(vm, 1 * MIB)
         check(info["balloon"] == 127 * CHILD, f"query: {info}")
         check(z.child(3) == FREE_WORD, f"pinned child word {z.child(3):#x}")
 
@@ -777,13 +1091,13 @@ def discard_releases_memory(extra):
         check(respond(dev, 0, z.message())[0] == S_OK, "register")
         dev.qt.cmd(f"memset 0x{0x10000000:x} 0x{0x10000000:x} 0x5a")
         before = rss(vm.proc.pid)
-        vm.qmp.execute("llfree-balloon", {"value": RAM - 256 * MIB})
+        resize(vm, RAM - 256 * MIB)
         after = rss(vm.proc.pid)
         check(before - after > 200 * MIB,
               f"RSS {before >> 20} MiB -> {after >> 20} MiB")
         check(dev.qt.read(0x10000000 + 5 * CHILD, 16) == bytes(16),
               "discarded memory still holds data")
-        vm.qmp.execute("llfree-balloon", {"value": RAM})
+        resize(vm, RAM)
         status, value = respond(dev, 2, install_msg(0, 9, 5 * 512))
         check((status, value) == (S_OK, 1), f"install: {status} {value}")
         grown = rss(vm.proc.pid) - after

@@ -27,6 +27,12 @@ struct VirtIOLLFreeBalloonPCI {
 };
 
 static Property virtio_llfree_balloon_pci_properties[] = {
+    /*
+     * Host notifiers: needed to serve install queues in IOThreads
+     * (iothread-vq-mapping), as for virtio-blk
+     */
+    DEFINE_PROP_BIT("ioeventfd", VirtIOPCIProxy, flags,
+                    VIRTIO_PCI_FLAG_USE_IOEVENTFD_BIT, true),
     /* Configuration, zone and event queue; install queues have none */
     DEFINE_PROP_UINT32("vectors", VirtIOPCIProxy, nvectors, 3),
     DEFINE_PROP_END_OF_LIST(),

@@ -83,6 +83,15 @@ QEMU_BUILD_BUG_ON(VIRTIO_LLFREE_BALLOON_COUNTER_BYTES != sizeof(int64_t));
  * most one batch (rule O8); 64 MiB take well below a millisecond to discard.
  */
 #define VLB_BATCH 32
+/* Children a return batch looks at (one byte of state each) */
+#define VLB_RETURN_SCAN (16 * VLB_BATCH)
+/*
+ * A step of a resize or auto-mode pass, after which the main loop (or the
+ * IOThread) runs other work: children searched or looked at (default of
+ * the x-step-children property), and time
+ */
+#define VLB_STEP_CHILDREN 256
+#define VLB_STEP_NS (1 * SCALE_MS)
 /* Page-cache shrink requests per target before the device gives up */
 #define VLB_SHRINK_MAX_ROUNDS 3
 /* Queue sizes; install queues carry one chain at a time */
@@ -165,7 +174,12 @@ static bool vlb_intersect_section(MemoryRegionSection *s, uint64_t offset,
     return true;
 }
 
-/* Tells every listener that [offset, offset + size) of the RAM is gone */
+/*
+ * Tells every listener that [offset, offset + size) of the RAM is gone.
+ * rdm_lock and, with any listener registered, the BQL held: VFIO's
+ * listeners expect it, and IOThreads hand their work to the main loop
+ * while a listener is registered (vlb_unlocked_enter()).
+ */
 static void vlb_notify_discard(VirtIOLLFreeBalloon *s, uint64_t offset,
                                uint64_t size)
 {
@@ -174,6 +188,7 @@ static void vlb_notify_discard(VirtIOLLFreeBalloon *s, uint64_t offset,
     QLIST_FOREACH(rdl, &s->rdl_list, next) {
         MemoryRegionSection tmp = *rdl->section;
 
+        assert(qemu_mutex_iothread_locked());
         if (vlb_intersect_section(&tmp, offset, size)) {
             rdl->notify_discard(rdl, &tmp);
         }
@@ -183,6 +198,7 @@ static void vlb_notify_discard(VirtIOLLFreeBalloon *s, uint64_t offset,
 /*
  * Tells every listener that [offset, offset + size) of the RAM is about to
  * be populated; on an objection, the listeners told so far are rolled back.
+ * Locks as vlb_notify_discard().
  */
 static int vlb_notify_populate(VirtIOLLFreeBalloon *s, uint64_t offset,
                                uint64_t size)
@@ -193,6 +209,7 @@ static int vlb_notify_populate(VirtIOLLFreeBalloon *s, uint64_t offset,
     QLIST_FOREACH(rdl, &s->rdl_list, next) {
         MemoryRegionSection tmp = *rdl->section;
 
+        assert(qemu_mutex_iothread_locked());
         if (!vlb_intersect_section(&tmp, offset, size)) {
             continue;
         }
@@ -396,158 +413,146 @@ static void vlb_undo_pinned(VirtIOLLFreeBalloonZone *z, GArray *pinned,
 }
 
 /*
- * Hard-reclaims up to @want children of @z (rule O4). BQL. Returns the
- * number taken.
+ * One batch of the resize pass's hard reclaim in @z (rule O4): up to
+ * VLB_BATCH searches, at most @want children taken. Ends the zone's search
+ * when it finds nothing more. BQL. Returns the searches made.
  */
-static uint64_t vlb_inflate_zone(VirtIOLLFreeBalloon *s,
-                                 VirtIOLLFreeBalloonZone *z, uint64_t want)
+static uint64_t vlb_inflate_batch(VirtIOLLFreeBalloon *s,
+                                  VirtIOLLFreeBalloonZone *z, uint64_t want)
 {
-    /* Every child can be found at most once per search */
-    uint64_t attempts = z->children;
-    g_autoptr(GArray) pinned = g_array_new(false, false, sizeof(uint64_t));
-    uint64_t taken = 0;
     VLBBatch batch = { 0 };
-    bool done = false;
+    uint64_t taken = 0, searched = 0;
 
-    while (!done && taken < want && attempts) {
-        qemu_mutex_lock(&z->lock);
-        for (unsigned i = 0; i < VLB_BATCH && taken < want && attempts;
-             i++) {
-            llfree_result_t r = llfree_reclaim(&z->llfree, z->hard_cursor,
-                                               true);
-            uint64_t c = r.frame / CHILD_FRAMES;
+    qemu_mutex_lock(&z->lock);
+    while (searched < VLB_BATCH && taken < want && z->hard_attempts) {
+        llfree_result_t r = llfree_reclaim(&z->llfree, z->hard_cursor, true);
+        uint64_t c = r.frame / CHILD_FRAMES;
 
-            attempts--;
-            if (r.error != LLFREE_OK || c >= z->children) {
-                done = true;
-                break;
-            }
-            z->hard_cursor = r.frame + CHILD_FRAMES;
-            if (z->state[c] & PINNED) {
-                /* Never ours to take: given back after the search */
-                g_array_append_val(pinned, r.frame);
-                continue;
-            }
-            switch (child_state(z, c)) {
-            case HARD:
-                /* The guest freed a child of the balloon: keep it ours */
-                vlb_guest_error(z, r.frame, "balloon child was free");
-                continue;
-            case SOFT:
-                /* Already discarded */
-                z->soft--;
-                qatomic_dec(&s->soft_children);
-                break;
-            default:
-                batch.offset[batch.n++] = z->offset[c];
-                break;
-            }
-            set_child_state(z, c, HARD);
-            z->hard++;
-            qatomic_inc(&s->balloon_children);
-            vlb_adjust_free_pages(z, -(int64_t)CHILD_FRAMES);
-            taken++;
+        searched++;
+        z->hard_attempts--;
+        if (r.error != LLFREE_OK || c >= z->children) {
+            z->hard_attempts = 0;
+            break;
         }
-        vlb_discard_batch(s, &batch);
-        if (done || taken >= want || !attempts) {
-            vlb_undo_pinned(z, pinned, true);
+        z->hard_cursor = r.frame + CHILD_FRAMES;
+        if (z->state[c] & PINNED) {
+            /* Never ours to take: given back when the search ends */
+            g_array_append_val(z->hard_pinned, r.frame);
+            continue;
         }
-        qemu_mutex_unlock(&z->lock);
-    }
-    return taken;
-}
-
-/*
- * Returns up to @want children of @z from the balloon (rule O5): they
- * become soft, the memory stays discarded. BQL. Returns the number given.
- */
-static uint64_t vlb_deflate_zone(VirtIOLLFreeBalloon *s,
-                                 VirtIOLLFreeBalloonZone *z, uint64_t want)
-{
-    uint64_t given = 0, c = 0;
-
-    while (c < z->children && given < want) {
-        qemu_mutex_lock(&z->lock);
-        for (unsigned i = 0; i < VLB_BATCH && c < z->children &&
-             given < want; c++) {
-            llfree_result_t r;
-
-            if (child_state(z, c) != HARD) {
-                continue;
-            }
-            i++;
-            r = llfree_return(&z->llfree, c * CHILD_FRAMES);
-            if (r.error != LLFREE_OK) {
-                /* Stays in the balloon: the guest changed the word */
-                vlb_guest_error(z, c * CHILD_FRAMES, "cannot return child");
-                continue;
-            }
-            set_child_state(z, c, SOFT);
-            z->hard--;
-            z->soft++;
-            qatomic_dec(&s->balloon_children);
-            qatomic_inc(&s->soft_children);
-            vlb_adjust_free_pages(z, CHILD_FRAMES);
-            given++;
-        }
-        qemu_mutex_unlock(&z->lock);
-    }
-    return given;
-}
-
-/*
- * Soft-reclaims every fully free, installed child of unreserved trees and
- * discards it (auto mode). auto_lock held. Stops after the current batch
- * once auto mode is disabled, so a reset waits for one batch, not a pass.
- * Returns the number taken.
- */
-static uint64_t vlb_soft_reclaim_zone(VirtIOLLFreeBalloon *s,
-                                      VirtIOLLFreeBalloonZone *z)
-{
-    uint64_t attempts = z->children;
-    g_autoptr(GArray) pinned = g_array_new(false, false, sizeof(uint64_t));
-    uint64_t taken = 0;
-    VLBBatch batch = { 0 };
-    bool done = false;
-
-    while (!done && attempts) {
-        qemu_mutex_lock(&z->lock);
-        for (unsigned i = 0; i < VLB_BATCH && attempts; i++) {
-            llfree_result_t r = llfree_reclaim(&z->llfree, z->soft_cursor,
-                                               false);
-            uint64_t c = r.frame / CHILD_FRAMES;
-
-            attempts--;
-            if (r.error != LLFREE_OK || c >= z->children) {
-                done = true;
-                break;
-            }
-            z->soft_cursor = r.frame + CHILD_FRAMES;
-            if (z->state[c] & PINNED) {
-                g_array_append_val(pinned, r.frame);
-                continue;
-            }
-            if (child_state(z, c) != INSTALLED) {
-                /* Discarded already; the guest cleared the bit itself */
-                vlb_guest_error(z, r.frame, "discarded child was installed");
-                continue;
-            }
-            set_child_state(z, c, SOFT);
-            z->soft++;
-            qatomic_inc(&s->soft_children);
+        switch (child_state(z, c)) {
+        case HARD:
+            /* The guest freed a child of the balloon: keep it ours */
+            vlb_guest_error(z, r.frame, "balloon child was free");
+            continue;
+        case SOFT:
+            /* Already discarded */
+            z->soft--;
+            qatomic_dec(&s->soft_children);
+            break;
+        default:
             batch.offset[batch.n++] = z->offset[c];
-            taken++;
+            break;
         }
-        vlb_discard_batch(s, &batch);
-        if (!qatomic_read(&s->auto_enabled)) {
-            done = true;
-        }
-        if (done || !attempts) {
-            vlb_undo_pinned(z, pinned, false);
-        }
-        qemu_mutex_unlock(&z->lock);
+        set_child_state(z, c, HARD);
+        z->hard++;
+        qatomic_inc(&s->balloon_children);
+        vlb_adjust_free_pages(z, -(int64_t)CHILD_FRAMES);
+        taken++;
     }
-    return taken;
+    vlb_discard_batch(s, &batch);
+    if (!z->hard_attempts) {
+        vlb_undo_pinned(z, z->hard_pinned, true);
+    }
+    qemu_mutex_unlock(&z->lock);
+    return searched;
+}
+
+/*
+ * One batch of the resize pass's return in @z (rule O5): up to VLB_BATCH
+ * and at most @want children leave the balloon; they become soft, the
+ * memory stays discarded. The scan for them looks at no more than
+ * VLB_RETURN_SCAN children. BQL. Returns the children looked at.
+ */
+static uint64_t vlb_deflate_batch(VirtIOLLFreeBalloon *s,
+                                  VirtIOLLFreeBalloonZone *z, uint64_t want)
+{
+    uint64_t given = 0, looked = 0;
+
+    qemu_mutex_lock(&z->lock);
+    while (z->return_left && given < want && given < VLB_BATCH &&
+           looked < VLB_RETURN_SCAN) {
+        uint64_t c = z->return_cursor;
+        llfree_result_t r;
+
+        z->return_cursor = c + 1 < z->children ? c + 1 : 0;
+        z->return_left--;
+        looked++;
+        if (child_state(z, c) != HARD) {
+            continue;
+        }
+        r = llfree_return(&z->llfree, c * CHILD_FRAMES);
+        if (r.error != LLFREE_OK) {
+            /* Stays in the balloon: the guest changed the word */
+            vlb_guest_error(z, c * CHILD_FRAMES, "cannot return child");
+            continue;
+        }
+        set_child_state(z, c, SOFT);
+        z->hard--;
+        z->soft++;
+        qatomic_dec(&s->balloon_children);
+        qatomic_inc(&s->soft_children);
+        vlb_adjust_free_pages(z, CHILD_FRAMES);
+        given++;
+    }
+    qemu_mutex_unlock(&z->lock);
+    return looked;
+}
+
+/*
+ * One batch of auto mode in @z: soft-reclaims fully free, installed
+ * children of unreserved trees and discards them. Ends the zone's search
+ * when it finds nothing more. auto_lock held. Returns the searches made.
+ */
+static uint64_t vlb_soft_reclaim_batch(VirtIOLLFreeBalloon *s,
+                                       VirtIOLLFreeBalloonZone *z)
+{
+    VLBBatch batch = { 0 };
+    uint64_t searched = 0;
+
+    qemu_mutex_lock(&z->lock);
+    while (searched < VLB_BATCH && z->soft_attempts) {
+        llfree_result_t r = llfree_reclaim(&z->llfree, z->soft_cursor, false);
+        uint64_t c = r.frame / CHILD_FRAMES;
+
+        searched++;
+        z->soft_attempts--;
+        if (r.error != LLFREE_OK || c >= z->children) {
+            z->soft_attempts = 0;
+            break;
+        }
+        z->soft_cursor = r.frame + CHILD_FRAMES;
+        if (z->state[c] & PINNED) {
+            g_array_append_val(z->soft_pinned, r.frame);
+            continue;
+        }
+        if (child_state(z, c) != INSTALLED) {
+            /* Discarded already; the guest cleared the bit itself */
+            vlb_guest_error(z, r.frame, "discarded child was installed");
+            continue;
+        }
+        set_child_state(z, c, SOFT);
+        z->soft++;
+        qatomic_inc(&s->soft_children);
+        batch.offset[batch.n++] = z->offset[c];
+        z->soft_taken++;
+    }
+    vlb_discard_batch(s, &batch);
+    if (!z->soft_attempts) {
+        vlb_undo_pinned(z, z->soft_pinned, false);
+    }
+    qemu_mutex_unlock(&z->lock);
+    return searched;
 }
 
 /* Resize ---------------------------------------------------------------- */
@@ -625,77 +630,313 @@ static const uint8_t vlb_inflate_order[] = {
 };
 
 /*
- * Moves the balloon towards the target: hard reclaim or lazy return. Runs
- * to completion under the BQL, zone lock per batch, so a reset never sees
- * a child half-done.
+ * The registered zone at position @rank of the inflate order (type, then
+ * zone id), or NULL. BQL.
  */
-static void vlb_resize(VirtIOLLFreeBalloon *s)
+static VirtIOLLFreeBalloonZone *vlb_zone_by_rank(VirtIOLLFreeBalloon *s,
+                                                 uint32_t rank)
 {
-    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+    VirtIOLLFreeBalloonZone *z = s->zones[rank % s->max_zones];
+
+    if (z && z->type == vlb_inflate_order[rank / s->max_zones]) {
+        return z;
+    }
+    return NULL;
+}
+
+static uint32_t vlb_nb_ranks(VirtIOLLFreeBalloon *s)
+{
+    return ARRAY_SIZE(vlb_inflate_order) * s->max_zones;
+}
+
+/*
+ * One batch of the resize pass, which moves the balloon to the target and
+ * spreads it over the zones as if all of them had been there from the
+ * start (zones register one by one): a zone earlier in the inflate order
+ * takes over children a later zone holds as long as it has free ones.
+ *
+ *   balloon > target: return children of the last zone in the order that
+ *                     holds (returnable) ones;
+ *   otherwise:        hard reclaim in the first zone that can still give
+ *                     children, if the balloon must grow or a later zone
+ *                     holds children; the surplus is returned by the
+ *                     following batches.
+ *
+ * Every batch uses up searches or return scans, which are bounded per zone
+ * and pass, so a pass always ends. BQL. Returns the children looked at,
+ * 0 once the pass is complete.
+ */
+static uint64_t vlb_resize_batch(VirtIOLLFreeBalloon *s)
+{
     uint64_t balloon = qatomic_read(&s->balloon_children);
     uint64_t target = s->target_children;
+    uint64_t later = 0;
+    uint32_t rank;
 
-    trace_virtio_llfree_balloon_resize(balloon, target);
+    if (balloon > target) {
+        for (rank = vlb_nb_ranks(s); rank-- > 0;) {
+            VirtIOLLFreeBalloonZone *z = vlb_zone_by_rank(s, rank);
+
+            if (z && z->hard && z->return_left) {
+                return vlb_deflate_batch(s, z, balloon - target);
+            }
+        }
+        return 0;
+    }
+
+    /* Children that zones could give back to move them to a better zone */
+    for (rank = 0; rank < vlb_nb_ranks(s); rank++) {
+        VirtIOLLFreeBalloonZone *z = vlb_zone_by_rank(s, rank);
+
+        if (z && z->return_left) {
+            later += z->hard;
+        }
+    }
+    for (rank = 0; rank < vlb_nb_ranks(s); rank++) {
+        VirtIOLLFreeBalloonZone *z = vlb_zone_by_rank(s, rank);
+
+        if (!z) {
+            continue;
+        }
+        if (z->return_left) {
+            later -= z->hard;
+        }
+        if (z->hard_attempts && (balloon < target || later)) {
+            return vlb_inflate_batch(s, z, target - balloon + later);
+        }
+    }
+    return 0;
+}
+
+/* Ends the searches of the resize pass: PINNED children go back. BQL. */
+static void vlb_resize_end_searches(VirtIOLLFreeBalloon *s)
+{
+    for (uint32_t i = 0; i < s->max_zones; i++) {
+        VirtIOLLFreeBalloonZone *z = s->zones[i];
+
+        if (z && z->hard_pinned->len) {
+            qemu_mutex_lock(&z->lock);
+            vlb_undo_pinned(z, z->hard_pinned, true);
+            qemu_mutex_unlock(&z->lock);
+        }
+    }
+}
+
+/* The pass is over: short of the target, ask for page cache. BQL. */
+static void vlb_resize_done(VirtIOLLFreeBalloon *s)
+{
+    uint64_t balloon = qatomic_read(&s->balloon_children);
+
+    vlb_resize_end_searches(s);
+    s->resizing = false;
+    if (balloon < s->target_children) {
+        vlb_request_shrink(s, s->target_children - balloon);
+    }
+    trace_virtio_llfree_balloon_resize_done(balloon, s->target_children);
+    vlb_report_size(s);
+}
+
+/*
+ * A step of the resize pass in the main loop: batches of at most VLB_BATCH
+ * children under the zone lock until @step_children children or
+ * VLB_STEP_NS have passed, then the main loop runs again. Every batch is
+ * complete when it returns, so a cancel between steps leaves no child
+ * half-done.
+ */
+static void vlb_resize_bh(void *opaque)
+{
+    VirtIOLLFreeBalloon *s = opaque;
+    int64_t end = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + VLB_STEP_NS;
+    uint64_t budget = s->step_children;
+
+    if (!s->resizing) {
+        return;
+    }
+    while (!qatomic_read(&VIRTIO_DEVICE(s)->broken)) {
+        uint64_t n = vlb_resize_batch(s);
+
+        if (!n) {
+            break;
+        }
+        if (n >= budget || qemu_clock_get_ns(QEMU_CLOCK_REALTIME) >= end) {
+            trace_virtio_llfree_balloon_resize_step(
+                qatomic_read(&s->balloon_children),
+                s->step_children - budget + n);
+            qemu_bh_schedule(s->resize_bh);
+            return;
+        }
+        budget -= n;
+    }
+    vlb_resize_done(s);
+}
+
+/*
+ * Starts a pass that moves the balloon towards the target, superseding a
+ * running one; it runs in steps in the main loop (vlb_resize_bh). BQL.
+ */
+static void vlb_resize_start(VirtIOLLFreeBalloon *s)
+{
+    VirtIODevice *vdev = VIRTIO_DEVICE(s);
+
+    trace_virtio_llfree_balloon_resize(qatomic_read(&s->balloon_children),
+                                       s->target_children);
     if (qatomic_read(&vdev->broken) || !vlb_has_zones(s)) {
         return;
     }
-    if (balloon < target) {
-        for (unsigned t = 0; t < ARRAY_SIZE(vlb_inflate_order); t++) {
-            for (uint32_t i = 0; i < s->max_zones && balloon < target; i++) {
-                VirtIOLLFreeBalloonZone *z = s->zones[i];
+    vlb_resize_end_searches(s);
+    for (uint32_t i = 0; i < s->max_zones; i++) {
+        VirtIOLLFreeBalloonZone *z = s->zones[i];
 
-                if (z && z->type == vlb_inflate_order[t]) {
-                    balloon += vlb_inflate_zone(s, z, target - balloon);
-                }
-            }
-        }
-        if (balloon < target) {
-            vlb_request_shrink(s, target - balloon);
-        }
-    } else if (balloon > target) {
-        for (int t = ARRAY_SIZE(vlb_inflate_order) - 1; t >= 0; t--) {
-            for (uint32_t i = 0; i < s->max_zones && balloon > target; i++) {
-                VirtIOLLFreeBalloonZone *z = s->zones[i];
-
-                if (z && z->type == vlb_inflate_order[t]) {
-                    balloon -= vlb_deflate_zone(s, z, balloon - target);
-                }
-            }
+        if (z) {
+            /* Every child can be found or scanned at most once per pass */
+            z->hard_attempts = z->children;
+            z->return_left = z->children;
         }
     }
-    trace_virtio_llfree_balloon_resize_done(
-        qatomic_read(&s->balloon_children), target);
-    vlb_report_size(s);
+    s->resizing = true;
+    qemu_bh_schedule(s->resize_bh);
+}
+
+/* Stops a running resize pass between two batches (reset). BQL. */
+static void vlb_resize_cancel(VirtIOLLFreeBalloon *s)
+{
+    qemu_bh_cancel(s->resize_bh);
+    if (s->resizing) {
+        vlb_resize_end_searches(s);
+        s->resizing = false;
+    }
+}
+
+/* Listener calls from IOThreads -------------------------------------------- */
+
+/*
+ * RamDiscardListeners (VFIO) expect the BQL, which IOThreads do not hold.
+ * IOThread code that may notify them (install, auto mode) first announces
+ * itself in @unlocked_users and then checks @nb_listeners: with no listener
+ * it goes on without the BQL, otherwise it hands its work to the main loop.
+ * vlb_rdm_register_listener() sets @nb_listeners first and then waits until
+ * no announced user is left, so a listener never sees a call without the
+ * BQL (store-load ordering on both sides: smp_mb()). Returns true if the
+ * caller may go on without the BQL; it then calls vlb_unlocked_leave().
+ */
+static bool vlb_unlocked_enter(VirtIOLLFreeBalloon *s)
+{
+    qatomic_inc(&s->unlocked_users);
+    /* Pairs with the one in vlb_rdm_register_listener() */
+    smp_mb();
+    if (!qatomic_read(&s->nb_listeners)) {
+        return true;
+    }
+    qatomic_dec(&s->unlocked_users);
+    return false;
+}
+
+static void vlb_unlocked_leave(VirtIOLLFreeBalloon *s)
+{
+    qatomic_dec(&s->unlocked_users);
 }
 
 /* Auto mode ------------------------------------------------------------- */
 
-static void vlb_auto_timer_cb(void *opaque)
+/* Ends the searches of the auto-mode pass. auto_lock held. */
+static void vlb_auto_end_searches(VirtIOLLFreeBalloon *s)
 {
-    VirtIOLLFreeBalloon *s = opaque;
+    for (uint32_t i = 0; i < s->max_zones; i++) {
+        VirtIOLLFreeBalloonZone *z = vlb_zone(s, i);
+
+        if (z && z->soft_pinned->len) {
+            qemu_mutex_lock(&z->lock);
+            vlb_undo_pinned(z, z->soft_pinned, false);
+            qemu_mutex_unlock(&z->lock);
+        }
+    }
+}
+
+/*
+ * One step of an auto-mode pass (the timer starts one every period): soft
+ * reclaim zone by zone in batches until @step_children searches or
+ * VLB_STEP_NS, then a bottom half carries the pass on, so neither the main
+ * loop nor installs wait long. The timer is armed again when the pass
+ * ends. Runs in the auto-mode IOThread without the BQL (no listener is
+ * registered, vlb_unlocked_enter()) or in the main loop with it.
+ */
+static void vlb_auto_step(VirtIOLLFreeBalloon *s)
+{
+    int64_t end = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + VLB_STEP_NS;
+    uint64_t budget = s->step_children;
 
     qemu_mutex_lock(&s->auto_lock);
     if (!qatomic_read(&s->auto_enabled)) {
         qemu_mutex_unlock(&s->auto_lock);
         return;
     }
-    if (!qatomic_read(&VIRTIO_DEVICE(s)->broken)) {
-        for (uint32_t i = 0; i < s->max_zones &&
-             qatomic_read(&s->auto_enabled); i++) {
+    if (!s->auto_in_pass) {
+        s->auto_in_pass = true;
+        s->auto_zone = 0;
+        for (uint32_t i = 0; i < s->max_zones; i++) {
             VirtIOLLFreeBalloonZone *z = vlb_zone(s, i);
 
             if (z) {
-                uint64_t n = vlb_soft_reclaim_zone(s, z);
-
-                trace_virtio_llfree_balloon_auto_reclaim(z->id, n);
+                z->soft_attempts = z->children;
+                z->soft_taken = 0;
             }
         }
     }
-    if (qatomic_read(&s->auto_enabled)) {
-        timer_mod(s->auto_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
-                  s->auto_mode_interval);
+    while (s->auto_zone < s->max_zones &&
+           !qatomic_read(&VIRTIO_DEVICE(s)->broken)) {
+        VirtIOLLFreeBalloonZone *z = vlb_zone(s, s->auto_zone);
+        uint64_t n;
+
+        if (!z || !z->soft_attempts) {
+            if (z) {
+                trace_virtio_llfree_balloon_auto_reclaim(z->id,
+                                                         z->soft_taken);
+            }
+            s->auto_zone++;
+            continue;
+        }
+        n = vlb_soft_reclaim_batch(s, z);
+        if (!qatomic_read(&s->auto_enabled)) {
+            /* Stopping: vlb_auto_stop() ends the searches */
+            qemu_mutex_unlock(&s->auto_lock);
+            return;
+        }
+        if (n >= budget || qemu_clock_get_ns(QEMU_CLOCK_REALTIME) >= end) {
+            /* Handed to the main loop: stay there for this pass */
+            qemu_bh_schedule(qemu_mutex_iothread_locked() && s->auto_main_bh ?
+                             s->auto_main_bh : s->auto_bh);
+            qemu_mutex_unlock(&s->auto_lock);
+            return;
+        }
+        budget -= n;
     }
+    vlb_auto_end_searches(s);
+    s->auto_in_pass = false;
+    timer_mod(s->auto_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
+              s->auto_mode_interval);
     qemu_mutex_unlock(&s->auto_lock);
+}
+
+/* The timer and @auto_bh: in the auto-mode IOThread, or the main loop */
+static void vlb_auto_cb(void *opaque)
+{
+    VirtIOLLFreeBalloon *s = opaque;
+
+    if (qemu_mutex_iothread_locked()) {
+        vlb_auto_step(s);
+    } else if (vlb_unlocked_enter(s)) {
+        vlb_auto_step(s);
+        vlb_unlocked_leave(s);
+    } else {
+        /* A listener wants the BQL: this step runs in the main loop */
+        qemu_bh_schedule(s->auto_main_bh);
+    }
+}
+
+/* @auto_main_bh: a step handed over by the auto-mode IOThread; BQL */
+static void vlb_auto_main_cb(void *opaque)
+{
+    vlb_auto_step(opaque);
 }
 
 /* Starts auto mode once a zone is registered. BQL. */
@@ -707,6 +948,7 @@ static void vlb_auto_start(VirtIOLLFreeBalloon *s)
     qemu_mutex_lock(&s->auto_lock);
     if (!s->auto_enabled) {
         qatomic_set(&s->auto_enabled, true);
+        s->auto_in_pass = false;
         timer_mod(s->auto_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
                   s->auto_mode_interval);
     }
@@ -714,16 +956,23 @@ static void vlb_auto_start(VirtIOLLFreeBalloon *s)
 }
 
 /*
- * Stops auto mode and waits for a run in progress, which ends after its
- * current batch once it sees @auto_enabled clear. BQL.
+ * Stops auto mode and waits for a step in progress, which ends after its
+ * current batch once it sees @auto_enabled clear; a pass in progress is
+ * abandoned with its PINNED children given back. BQL.
  */
 static void vlb_auto_stop(VirtIOLLFreeBalloon *s)
 {
-    /* Before taking the lock: the running pass polls it between batches */
+    /* Before taking the lock: the running step polls it between batches */
     qatomic_set(&s->auto_enabled, false);
     qemu_mutex_lock(&s->auto_lock);
     if (s->auto_timer) {
         timer_del(s->auto_timer);
+        qemu_bh_cancel(s->auto_bh);
+        if (s->auto_main_bh) {
+            qemu_bh_cancel(s->auto_main_bh);
+        }
+        vlb_auto_end_searches(s);
+        s->auto_in_pass = false;
     }
     qemu_mutex_unlock(&s->auto_lock);
 }
@@ -904,6 +1153,29 @@ static void vlb_zone_meta_ranges(const VirtIOLLFreeBalloonZone *z,
     m[4] = (VLBMetaRange) { z->file_pages_gpa, sizeof(int64_t) };
 }
 
+/*
+ * Whether the arrays of @z overlap any of @m, or @m's arrays (m[0], m[1])
+ * overlap any of @z's ranges. Counters may be shared between zones (the
+ * global one always is), arrays never: two zones on one array would let
+ * the guest make the device account one child twice.
+ */
+static bool vlb_meta_overlaps_arrays(const VirtIOLLFreeBalloonZone *z,
+                                     const VLBMetaRange m[5])
+{
+    VLBMetaRange zm[5];
+
+    vlb_zone_meta_ranges(z, zm);
+    for (unsigned i = 0; i < 5; i++) {
+        for (unsigned j = 0; j < 5; j++) {
+            if ((i < 2 || j < 2) &&
+                vlb_ranges_overlap(zm[i].gpa, zm[i].len, m[j].gpa, m[j].len)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 /* Pins the children of @z that overlap [gpa, gpa + len) (rule O3) */
 static void vlb_pin_range(VirtIOLLFreeBalloonZone *z, uint64_t gpa,
                           uint64_t len)
@@ -958,6 +1230,12 @@ static bool vlb_range_discarded(VirtIOLLFreeBalloon *s, uint64_t gpa,
 
 static void vlb_zone_free(VirtIOLLFreeBalloonZone *z)
 {
+    if (z->hard_pinned) {
+        g_array_free(z->hard_pinned, true);
+    }
+    if (z->soft_pinned) {
+        g_array_free(z->soft_pinned, true);
+    }
     qemu_mutex_destroy(&z->lock);
     qemu_vfree(z->local);
     g_free(z->state);
@@ -1035,12 +1313,17 @@ static uint32_t vlb_register_zone(VirtIOLLFreeBalloon *s,
         }
     }
 
-    /* 5. no overlap among them */
+    /* 5. no overlap among them, nor with another zone's arrays */
     for (unsigned i = 0; i < ARRAY_SIZE(m); i++) {
         for (unsigned j = i + 1; j < ARRAY_SIZE(m); j++) {
             if (vlb_ranges_overlap(m[i].gpa, m[i].len, m[j].gpa, m[j].len)) {
                 return VIRTIO_LLFREE_BALLOON_S_INVALID;
             }
+        }
+    }
+    for (uint32_t i = 0; i < s->max_zones; i++) {
+        if (s->zones[i] && vlb_meta_overlaps_arrays(s->zones[i], m)) {
+            return VIRTIO_LLFREE_BALLOON_S_INVALID;
         }
     }
 
@@ -1117,6 +1400,10 @@ static uint32_t vlb_register_zone(VirtIOLLFreeBalloon *s,
     }
     z->hard_cursor = 0;
     z->soft_cursor = 0;
+    z->hard_pinned = g_array_new(false, false, sizeof(uint64_t));
+    z->soft_pinned = g_array_new(false, false, sizeof(uint64_t));
+    /* A running auto-mode pass that reaches this zone searches it */
+    z->soft_attempts = z->children;
     *out = z;
     return VIRTIO_LLFREE_BALLOON_S_OK;
 }
@@ -1162,9 +1449,15 @@ static void vlb_handle_zone(VirtIODevice *vdev, VirtQueue *vq)
         }
         vlb_respond(vdev, vq, elem, status, z ? z->reclaimable : 0, true);
         if (z) {
-            /* Rule O2: reclaim only after the OK response */
+            /*
+             * Rule O2: reclaim only after the OK response. The guest
+             * registers its zones one by one and says nothing when it is
+             * done: every registration starts a new resize pass, which
+             * moves children to the new zone if it comes earlier in the
+             * inflate order.
+             */
             vlb_auto_start(s);
-            vlb_resize(s);
+            vlb_resize_start(s);
         }
     }
 }
@@ -1235,6 +1528,54 @@ static uint32_t vlb_install(VirtIOLLFreeBalloon *s,
     return status;
 }
 
+/* vlb_install() in the main loop for an IOThread that waits for it */
+typedef struct VLBInstallCall {
+    VirtIOLLFreeBalloon *s;
+    const struct virtio_llfree_balloon_install *req;
+    uint32_t *populated;
+    uint32_t status;
+    QemuEvent done;
+} VLBInstallCall;
+
+static void vlb_install_bh(void *opaque)
+{
+    VLBInstallCall *call = opaque;
+
+    call->status = vlb_install(call->s, call->req, call->populated);
+    qemu_event_set(&call->done);
+}
+
+/*
+ * Rule O6 for one request, with the BQL for listener calls: an IOThread
+ * goes on without it unless a listener is registered, and then runs the
+ * request in the main loop and waits, holding no lock. This cannot
+ * deadlock: the main thread only ever waits for an install IOThread in
+ * vlb_stop_ioeventfd() (aio_wait_bh_oneshot() polls the main AioContext
+ * and so runs vlb_install_bh()), and vlb_rdm_register_listener() does not
+ * wait for requests handed over here.
+ */
+static uint32_t vlb_install_with_bql(
+    VirtIOLLFreeBalloon *s, const struct virtio_llfree_balloon_install *req,
+    uint32_t *populated)
+{
+    VLBInstallCall call = { .s = s, .req = req, .populated = populated };
+    uint32_t status;
+
+    if (qemu_mutex_iothread_locked()) {
+        return vlb_install(s, req, populated);
+    }
+    if (vlb_unlocked_enter(s)) {
+        status = vlb_install(s, req, populated);
+        vlb_unlocked_leave(s);
+        return status;
+    }
+    qemu_event_init(&call.done, false);
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), vlb_install_bh, &call);
+    qemu_event_wait(&call.done);
+    qemu_event_destroy(&call.done);
+    return call.status;
+}
+
 static void vlb_handle_install(VirtIODevice *vdev, VirtQueue *vq)
 {
     VirtIOLLFreeBalloon *s = VIRTIO_LLFREE_BALLOON(vdev);
@@ -1252,7 +1593,7 @@ static void vlb_handle_install(VirtIODevice *vdev, VirtQueue *vq)
         req.frame = le64_to_cpu(req.frame);
         trace_virtio_llfree_balloon_install_request(req.zone, req.order,
                                                     req.frame);
-        status = vlb_install(s, &req, &populated);
+        status = vlb_install_with_bql(s, &req, &populated);
         trace_virtio_llfree_balloon_install_result(req.zone, req.frame,
                                                    status, populated);
         qatomic_inc(&s->installs);
@@ -1300,7 +1641,7 @@ static void vlb_handle_event(VirtIODevice *vdev, VirtQueue *vq)
                                                      s->shrink_pages));
         vlb_respond(vdev, vq, elem, status, 0, true);
         if (retry) {
-            vlb_resize(s);
+            vlb_resize_start(s);
         }
     }
 }
@@ -1347,9 +1688,10 @@ static int vlb_validate_features(VirtIODevice *vdev)
 }
 
 /*
- * Device reset (protocol section 10): stop work, back every discarded
- * child again for DMA, forget the zones, keep the target. BQL; the
- * transport stopped the install queues' IOThread handlers before.
+ * Device reset (protocol section 10): stop work (auto mode and a resize
+ * pass end between two batches), back every discarded child again for
+ * DMA, forget the zones, keep the target. BQL; the transport stopped the
+ * install queues' IOThread handlers before.
  */
 static void vlb_reset(VirtIODevice *vdev)
 {
@@ -1358,6 +1700,7 @@ static void vlb_reset(VirtIODevice *vdev)
     trace_virtio_llfree_balloon_reset(qatomic_read(&s->balloon_children),
                                       qatomic_read(&s->soft_children));
     vlb_auto_stop(s);
+    vlb_resize_cancel(s);
     for (uint32_t i = 0; i < s->max_zones; i++) {
         VirtIOLLFreeBalloonZone *z = s->zones[i];
 
@@ -1536,6 +1879,53 @@ static IOThread **vlb_map_install_queues(VirtIOLLFreeBalloon *s,
     return g_steal_pointer(&map);
 }
 
+/*
+ * x-dma-listener: a RamDiscardListener for tests, standing in for VFIO,
+ * whose listeners expect the BQL (they change the container's mappings).
+ */
+static int vlb_debug_notify_populate(RamDiscardListener *rdl,
+                                     MemoryRegionSection *section)
+{
+    VirtIOLLFreeBalloon *s = container_of(rdl, VirtIOLLFreeBalloon,
+                                          debug_rdl);
+
+    if (!qemu_mutex_iothread_locked()) {
+        error_report("virtio-llfree-balloon: x-dma-listener: populate "
+                     "without the BQL");
+        abort();
+    }
+    qatomic_add(&s->debug_populates, int128_get64(section->size));
+    return 0;
+}
+
+static void vlb_debug_notify_discard(RamDiscardListener *rdl,
+                                     MemoryRegionSection *section)
+{
+    VirtIOLLFreeBalloon *s = container_of(rdl, VirtIOLLFreeBalloon,
+                                          debug_rdl);
+
+    if (!qemu_mutex_iothread_locked()) {
+        error_report("virtio-llfree-balloon: x-dma-listener: discard "
+                     "without the BQL");
+        abort();
+    }
+    qatomic_add(&s->debug_discards, int128_get64(section->size));
+}
+
+static void vlb_debug_listener_register(VirtIOLLFreeBalloon *s)
+{
+    MemoryRegionSection section = {
+        .mr = s->ram,
+        .offset_within_region = 0,
+        .size = int128_make64(s->ram_size),
+    };
+
+    ram_discard_listener_init(&s->debug_rdl, vlb_debug_notify_populate,
+                              vlb_debug_notify_discard, false);
+    ram_discard_manager_register_listener(RAM_DISCARD_MANAGER(s),
+                                          &s->debug_rdl, &section);
+}
+
 static void vlb_realize(DeviceState *dev, Error **errp)
 {
     MachineState *ms = MACHINE(qdev_get_machine());
@@ -1567,6 +1957,11 @@ static void vlb_realize(DeviceState *dev, Error **errp)
                    VIRTIO_LLFREE_BALLOON_AUTO_MODE_INTERVAL_PROP);
         return;
     }
+    if (!s->step_children) {
+        error_setg(errp, "'%s' property must be greater than 0",
+                   VIRTIO_LLFREE_BALLOON_STEP_CHILDREN_PROP);
+        return;
+    }
     if (!ms->ram || !memory_region_is_ram(ms->ram) ||
         memory_region_is_rom(ms->ram) || !ms->ram->ram_block) {
         error_setg(errp, "virtio-llfree-balloon needs the machine's RAM in "
@@ -1596,6 +1991,14 @@ static void vlb_realize(DeviceState *dev, Error **errp)
     }
     iothreads = vlb_map_install_queues(s, nvqs, errp);
     if (!iothreads) {
+        return;
+    }
+    if (s->iothread_vq_mapping_list &&
+        !virtio_device_ioeventfd_enabled(vdev)) {
+        /* Without host notifiers every queue runs in the vCPU thread */
+        error_setg(errp, "'%s' property needs ioeventfd (the transport has "
+                   "it off, e.g. ioeventfd=off)",
+                   VIRTIO_LLFREE_BALLOON_IOTHREAD_VQ_MAPPING_PROP);
         return;
     }
 
@@ -1635,7 +2038,21 @@ static void vlb_realize(DeviceState *dev, Error **errp)
                iothread_get_aio_context(s->auto_mode_iothread) :
                qemu_get_aio_context();
     s->auto_timer = aio_timer_new(auto_ctx, QEMU_CLOCK_VIRTUAL, SCALE_MS,
-                                  vlb_auto_timer_cb, s);
+                                  vlb_auto_cb, s);
+    /*
+     * The reentrancy guard is a plain flag of the device: a bottom half in
+     * an IOThread must not set it while a vCPU accesses the device, and
+     * auto mode never does MMIO. Main-loop bottom halves use it.
+     */
+    s->auto_bh = aio_bh_new_guarded(auto_ctx, vlb_auto_cb, s,
+                                    s->auto_mode_iothread ? NULL :
+                                    &dev->mem_reentrancy_guard);
+    if (s->auto_mode_iothread) {
+        s->auto_main_bh = qemu_bh_new_guarded(vlb_auto_main_cb, s,
+                                              &dev->mem_reentrancy_guard);
+    }
+    s->resize_bh = qemu_bh_new_guarded(vlb_resize_bh, s,
+                                       &dev->mem_reentrancy_guard);
 
     virtio_init(vdev, VIRTIO_ID_LLFREE_BALLOON,
                 sizeof(struct virtio_llfree_balloon_config));
@@ -1653,6 +2070,9 @@ static void vlb_realize(DeviceState *dev, Error **errp)
      * already: VFIO, created later, then maps only backed ranges.
      */
     memory_region_set_ram_discard_manager(s->ram, RAM_DISCARD_MANAGER(s));
+    if (s->debug_listener) {
+        vlb_debug_listener_register(s);
+    }
 }
 
 static void vlb_unrealize(DeviceState *dev)
@@ -1662,6 +2082,10 @@ static void vlb_unrealize(DeviceState *dev)
 
     /* Backs everything again and forgets the zones */
     vlb_reset(vdev);
+    if (s->debug_listener) {
+        ram_discard_manager_unregister_listener(RAM_DISCARD_MANAGER(s),
+                                                &s->debug_rdl);
+    }
     memory_region_set_ram_discard_manager(s->ram, NULL);
     for (int i = s->num_install_queues - 1; i >= 0; i--) {
         virtio_del_queue(vdev, VIRTIO_LLFREE_BALLOON_VQ_INSTALL_BASE + i);
@@ -1671,6 +2095,14 @@ static void vlb_unrealize(DeviceState *dev)
     virtio_del_queue(vdev, VIRTIO_LLFREE_BALLOON_VQ_EVENT);
     virtio_del_queue(vdev, VIRTIO_LLFREE_BALLOON_VQ_ZONE);
     virtio_cleanup(vdev);
+    qemu_bh_delete(s->resize_bh);
+    s->resize_bh = NULL;
+    if (s->auto_main_bh) {
+        qemu_bh_delete(s->auto_main_bh);
+        s->auto_main_bh = NULL;
+    }
+    qemu_bh_delete(s->auto_bh);
+    s->auto_bh = NULL;
     timer_free(s->auto_timer);
     s->auto_timer = NULL;
     qemu_mutex_destroy(&s->auto_lock);
@@ -1804,6 +2236,18 @@ static void vlb_rdm_register_listener(RamDiscardManager *rdm,
     int ret;
 
     g_assert(s->mr == vlb->ram);
+    /*
+     * BQL. From now on IOThreads hand listener work to the main loop;
+     * wait for those that started without the BQL (vlb_unlocked_enter()).
+     * They hold no lock the caller holds and finish within one install or
+     * one auto-mode step.
+     */
+    qatomic_inc(&vlb->nb_listeners);
+    /* Pairs with the one in vlb_unlocked_enter() */
+    smp_mb();
+    while (qatomic_read(&vlb->unlocked_users)) {
+        g_usleep(100);
+    }
     qemu_mutex_lock(&vlb->rdm_lock);
     rdl->section = memory_region_section_new_copy(s);
     QLIST_INSERT_HEAD(&vlb->rdl_list, rdl, next);
@@ -1833,6 +2277,8 @@ static void vlb_rdm_unregister_listener(RamDiscardManager *rdm,
     rdl->section = NULL;
     QLIST_REMOVE(rdl, next);
     qemu_mutex_unlock(&vlb->rdm_lock);
+    /* BQL; nothing calls the listener any more */
+    qatomic_dec(&vlb->nb_listeners);
 }
 
 /* QMP ------------------------------------------------------------------- */
@@ -1879,7 +2325,8 @@ void qmp_llfree_balloon(int64_t value, Error **errp)
                          (s->ram_size - vm_size) / CHILD_SIZE : 0;
     s->shrink_rounds = 0;
     trace_virtio_llfree_balloon_set_target(value, s->target_children);
-    vlb_resize(s);
+    /* Asynchronous: query-llfree-balloon shows @resizing until it is done */
+    vlb_resize_start(s);
 }
 
 LLFreeBalloonInfo *qmp_query_llfree_balloon(Error **errp)
@@ -1898,6 +2345,7 @@ LLFreeBalloonInfo *qmp_query_llfree_balloon(Error **errp)
     info->balloon = balloon;
     info->soft = qatomic_read(&s->soft_children) * CHILD_SIZE;
     info->installs = qatomic_read(&s->installs);
+    info->resizing = s->resizing;
     return info;
 }
 
@@ -1959,6 +2407,11 @@ static Property vlb_properties[] = {
                 VirtIOLLFreeBalloon, iothread_vq_mapping_list,
                 vlb_prop_iothread_vq_mapping,
                 IOThreadVirtQueueMappingList *),
+    DEFINE_PROP_BOOL(VIRTIO_LLFREE_BALLOON_DEBUG_LISTENER_PROP,
+                     VirtIOLLFreeBalloon, debug_listener, false),
+    DEFINE_PROP_UINT32(VIRTIO_LLFREE_BALLOON_STEP_CHILDREN_PROP,
+                       VirtIOLLFreeBalloon, step_children,
+                       VLB_STEP_CHILDREN),
     DEFINE_PROP_END_OF_LIST(),
 };
 
@@ -1972,6 +2425,10 @@ static void vlb_instance_init(Object *obj)
     VirtIOLLFreeBalloon *s = VIRTIO_LLFREE_BALLOON(obj);
 
     QLIST_INIT(&s->rdl_list);
+    object_property_add_uint64_ptr(obj, "x-dma-listener-populated",
+                                   &s->debug_populates, OBJ_PROP_FLAG_READ);
+    object_property_add_uint64_ptr(obj, "x-dma-listener-discarded",
+                                   &s->debug_discards, OBJ_PROP_FLAG_READ);
 }
 
 static void vlb_class_init(ObjectClass *klass, void *data)

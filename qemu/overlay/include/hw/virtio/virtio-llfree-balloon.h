@@ -12,14 +12,19 @@
  *
  * Locking, outermost first:
  *
- *   BQL          zone registration, resize (QMP), events, reset, config
- *   auto_lock    one auto-mode run; reset takes it to stop auto mode
+ *   BQL          zone registration, resize (a bottom half in the main
+ *                loop), events, reset, config, RamDiscardListener calls
+ *   auto_lock    one step of an auto-mode pass; reset takes it to stop
+ *                auto mode
  *   zone->lock   llfree transitions of the zone, with the discards and
  *                populates that belong to them (protocol rule O8)
  *   rdm_lock     the discard bitmap and the RamDiscardListener list
  *
  * Install requests run in the AioContext of their queue (an IOThread, or
- * the main loop) without the BQL and take only zone->lock and rdm_lock.
+ * the main loop) and take only zone->lock and rdm_lock; auto mode runs in
+ * its IOThread or the main loop. RamDiscardListeners (VFIO) are only ever
+ * called with the BQL held: while one is registered, the IOThreads hand
+ * installs and auto-mode steps to the main loop (see vlb_unlocked_enter()).
  */
 
 #ifndef HW_VIRTIO_LLFREE_BALLOON_H
@@ -43,6 +48,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(VirtIOLLFreeBalloon, VIRTIO_LLFREE_BALLOON)
 #define VIRTIO_LLFREE_BALLOON_AUTO_MODE_IOTHREAD_PROP "auto-mode-iothread"
 #define VIRTIO_LLFREE_BALLOON_SHRINK_PAGECACHE_PROP "shrink-pagecache"
 #define VIRTIO_LLFREE_BALLOON_IOTHREAD_VQ_MAPPING_PROP "iothread-vq-mapping"
+#define VIRTIO_LLFREE_BALLOON_DEBUG_LISTENER_PROP "x-dma-listener"
+#define VIRTIO_LLFREE_BALLOON_STEP_CHILDREN_PROP "x-step-children"
 
 /* Size of a child, the unit of reclaim, discard and install: 2 MiB */
 #define VIRTIO_LLFREE_BALLOON_CHILD_SIZE \
@@ -115,6 +122,21 @@ typedef struct VirtIOLLFreeBalloonZone {
     /* Frame where the next hard / soft reclaim search starts */
     uint64_t hard_cursor;
     uint64_t soft_cursor;
+
+    /* The running resize pass (BQL) */
+    /* Reclaim searches left; 0: the zone has nothing more to give */
+    uint64_t hard_attempts;
+    /* PINNED children the search took; given back when the search ends */
+    GArray *hard_pinned;
+    /* Next child the return scan looks at, and how many it may still */
+    uint64_t return_cursor;
+    uint64_t return_left;
+
+    /* The running auto-mode pass (auto_lock) */
+    uint64_t soft_attempts;
+    GArray *soft_pinned;
+    /* Children soft-reclaimed in this pass */
+    uint64_t soft_taken;
 } VirtIOLLFreeBalloonZone;
 
 struct VirtIOLLFreeBalloon {
@@ -126,6 +148,17 @@ struct VirtIOLLFreeBalloon {
     IOThread *auto_mode_iothread;
     bool shrink_pagecache;
     IOThreadVirtQueueMappingList *iothread_vq_mapping_list;
+    /* Children per step of a resize or auto-mode pass (at least 1) */
+    uint32_t step_children;
+    /*
+     * x-dma-listener (tests): a RamDiscardListener like VFIO's that
+     * checks the BQL and counts notifications in @debug_populates and
+     * @debug_discards (qatomic)
+     */
+    bool debug_listener;
+    RamDiscardListener debug_rdl;
+    uint64_t debug_populates;
+    uint64_t debug_discards;
 
     /* Set at realize, constant until unrealize */
     VirtQueue *zone_vq;
@@ -145,6 +178,12 @@ struct VirtIOLLFreeBalloon {
     Error *migration_blocker;
     /* Auto-mode timer, in the auto-mode IOThread's AioContext or main loop */
     QEMUTimer *auto_timer;
+    /* Next step of an auto-mode pass, in the same AioContext as the timer */
+    QEMUBH *auto_bh;
+    /* With an auto-mode IOThread: a step handed to the main loop, or NULL */
+    QEMUBH *auto_main_bh;
+    /* Next step of the resize pass, in the main loop */
+    QEMUBH *resize_bh;
 
     /* BQL */
     /* Registered zones by id; NULL if not registered (see below) */
@@ -167,6 +206,10 @@ struct VirtIOLLFreeBalloon {
     bool shrink_pending;
     /* Balloon size last reported by LLFREE_BALLOON_CHANGE */
     uint64_t reported_children;
+    /* A resize pass is running (@resize_bh scheduled or running) */
+    bool resizing;
+    /* RamDiscardListeners registered; also qatomic for the IOThreads */
+    unsigned nb_listeners;
 
     /*
      * zones[] entries are written under the BQL: published with release
@@ -175,14 +218,24 @@ struct VirtIOLLFreeBalloon {
      * stopped.
      */
 
-    /* Held for a whole auto-mode pass */
+    /* Held for one step of an auto-mode pass; guards the fields below */
     QemuMutex auto_lock;
     /*
      * Auto mode runs (and re-arms its timer) only while set. Written under
      * the BQL (qatomic); vlb_auto_stop() clears it before taking auto_lock
-     * and a running pass polls it between batches.
+     * and a running step polls it between batches.
      */
     bool auto_enabled;
+    /* A pass is running: the timer is idle, @auto_bh carries it on */
+    bool auto_in_pass;
+    /* Zone id the running pass works on */
+    uint32_t auto_zone;
+
+    /*
+     * IOThread code running without the BQL that may reach a listener
+     * call (qatomic); a listener registers only once it is 0.
+     */
+    unsigned unlocked_users;
 
     /* Statistics, qatomic: children HARD and SOFT over all zones */
     uint64_t balloon_children;
