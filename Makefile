@@ -7,7 +7,11 @@
 #   make qemu          build/qemu/qemu-system-x86_64 with our device
 #   make qemu-check    device tests against the real binary over QMP/qtest
 #   make guest         build/guest/: every kernel variant and the initramfs
-#   make guest-check   boot and stress the baseline and llfree kernels (TCG)
+#   make guest-check   boot and stress the baseline and llfree kernels (TCG),
+#                      and the debug kernel once per change of its inputs
+#   make bench         benchmarks (bench/run.py): resize against virtio-balloon
+#                      and virtio-mem; BENCH_ARGS=--quick or make bench-quick
+#                      for a run of a few minutes; results in build/bench/
 #   make bench-kalloc  kernel page allocator: llfree against buddy (TCG);
 #                      KALLOC_ARGS=--quick for a short run
 #   make e2e-check     end-to-end tests of a running llfree VM (README.md),
@@ -16,7 +20,7 @@
 # Each target installs the Debian packages it needs (scripts/install-deps.sh).
 
 .PHONY: all demo check llfree-check llfree-bench qemu qemu-check guest \
-	guest-check guest-images e2e-check bench-kalloc \
+	guest-check guest-images e2e-check bench bench-quick bench-kalloc \
 	deps-llfree deps-vm clean
 
 all: llfree-check
@@ -54,15 +58,27 @@ guest-check: qemu guest-images deps-vm
 	tests/guest/stress.py --variant baseline
 	tests/guest/stress.py --variant llfree
 	tests/guest/kalloc-smoke.sh --variant baseline --variant llfree
+	tests/guest/debug-stress.sh
 
 e2e-check: qemu guest-images deps-vm
 	tests/e2e/test_resize.py
 	tests/e2e/test_coexist_reboot.py
 	tests/e2e/test_auto.py
 	tests/e2e/test_race.py
+	tests/e2e/test_bad_input.py
 	tests/e2e/test_install_large.py
 	tests/e2e/test_driver_reset.py
 	tests/e2e/test_pagecache.py
+	tests/e2e/test_malicious.py
+
+# benchmarks never gate CI: not part of check
+bench: qemu guest-images
+	scripts/install-deps.sh vm bench
+	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
+
+bench-quick: qemu guest-images
+	scripts/install-deps.sh vm bench
+	/usr/bin/python3 bench/run.py --quick $(BENCH_ARGS)
 
 bench-kalloc: qemu guest-images deps-vm
 	/usr/bin/python3 bench/kalloc.py $(KALLOC_ARGS)

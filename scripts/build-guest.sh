@@ -27,7 +27,8 @@
 #   work/<variant>/src        the variant's tree; only files that differ from
 #                             the last build are rewritten, so make stays incremental
 #   work/<variant>/obj        the object tree (make O=)
-#   <variant>-<hash>/         finished bzImage and .config; the hash covers the
+#   <variant>-<hash>/         finished bzImage and .config (the hash is also
+#                             written to build/guest/inputs-<variant>); it covers the
 #                             source version, compiler, this script, the
 #                             variant's fragments, overlay, patches, llfree
 #                             sources and the benchmark's overlay and patches
@@ -306,6 +307,7 @@ build_variant() {
 	cp "$entry/bzImage" "$out_dir/${output[$v]}.tmp"
 	mv "$out_dir/${output[$v]}.tmp" "$out_dir/${output[$v]}"
 	cp "$entry/config" "$out_dir/config-$v"
+	echo "$hash" > "$out_dir/inputs-$v"
 	log "$v: build/guest/${output[$v]}"
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """End-to-end: a shrink that needs the guest to drop page cache.
 
-Boots build/guest/bzImage (4 GiB, 2 vCPUs) with virtio-llfree-balloon
-(shrink-pagecache=on, auto mode off) and a virtio-blk disk: an ext4 image
-made on the host holding a 2 GiB file of random data. Checks:
+Boots build/guest/bzImage (4 GiB, 1 vCPU: the launcher adds maxcpus=2 under
+TCG) with virtio-llfree-balloon (shrink-pagecache=on, auto mode off) and a
+virtio-blk disk: an ext4 image made on the host holding a 2 GiB file of
+random data. Checks:
 
   1. reading the file fills the guest's page cache (Cached grows by ~2 GiB),
      so free memory alone cannot satisfy a shrink to 1.5 GiB;
@@ -83,7 +84,7 @@ def main():
         args = vm.llfree_device_args(sock, extra="shrink-pagecache=on") + [
             "-drive", "file=%s,if=virtio,format=raw,cache=none" % image]
         log = os.path.join(REPO, "build", "tests", "e2e", "pagecache.log")
-        with vm.Guest(found[0], mem="4G", smp=2, run=vm.SHELL_SERVER, qemu_args=args,
+        with vm.Guest(found[0], mem="4G", smp=1, run=vm.SHELL_SERVER, qemu_args=args,
                       log_path=log) as g:
             checks.check(g.wait_for("zones registered", 120), "driver registered its zones")
             qmp = QMP.connect(sock, retry_for=10)

@@ -244,9 +244,15 @@ class Guest:
             cmdline += " " + append
         qemu = find_qemu()
         self.accel = choose_accel(qemu, kernel)
+        smp = str(smp)
+        if smp == "1" and self.accel.startswith("tcg") and \
+                any("virtio-llfree-balloon" in str(a) for a in qemu_args):
+            # TCG emulates guest atomics with host atomics only when more
+            # than one vCPU may run; the device needs them (docs/device.md)
+            smp = "1,maxcpus=2"
         self.argv = [
             qemu, "-machine", "q35", "-accel", self.accel,
-            "-m", str(mem), "-smp", str(smp),
+            "-m", str(mem), "-smp", smp,
             "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
             "-nodefaults", "-no-user-config", "-display", "none",
             "-serial", "stdio",

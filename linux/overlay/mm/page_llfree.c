@@ -71,9 +71,10 @@ static void __init page_llfree_init_zone(struct zone *zone)
 		      llfree_strerror(res.error));
 	lz->base = base;
 	lz->ready = true;
-	pr_info("llfree: node %d zone %-7s pfn 0x%lx+0x%lx, shared metadata %zu bytes\n",
+	pr_info("llfree: node %d zone %-7s pfn 0x%lx+0x%lx, shared trees at %pa (%zu bytes), lower at %pa (%zu bytes)\n",
 		zone_to_nid(zone), zone->name, base, frames,
-		size.trees + size.lower);
+		&(phys_addr_t){ virt_to_phys(meta.trees) }, size.trees,
+		&(phys_addr_t){ virt_to_phys(meta.lower) }, size.lower);
 }
 
 /* Called by memblock_free_all() before it frees memory to the zones */

@@ -438,6 +438,8 @@ static void vllb_broken_work(struct work_struct *work)
  *                           trees_gpa trees_len lower_gpa lower_len
  *                           free_pages_gpa global_free_pages_gpa
  *                           file_pages_gpa)
+ *   truncated               the first 8 bytes of a registration: a
+ *                           malformed chain, the device must break
  *   install ZONE FRAME ORDER  an install request with these raw values
  *   poke ZONE trees|lower OFFSET VALUE
  *                           stores a 64-bit VALUE at byte OFFSET (rounded
@@ -549,7 +551,7 @@ static ssize_t vllb_inject_write(struct file *file, const char __user *ubuf,
 				 size_t count, loff_t *ppos)
 {
 	struct virtio_llfree_balloon *vb = file->private_data;
-	char *buf, *args, cmd[8], array[8];
+	char *buf, *args, cmd[16], array[8];
 	unsigned long long frame, offset, val;
 	unsigned int id, order;
 	int ret;
@@ -562,11 +564,13 @@ static ssize_t vllb_inject_write(struct file *file, const char __user *ubuf,
 	if (IS_ERR(buf))
 		return PTR_ERR(buf);
 	ret = -EINVAL;
-	if (sscanf(buf, "%7s", cmd) != 1)
+	if (sscanf(buf, "%15s", cmd) != 1)
 		goto out_free;
 	args = buf + strlen(cmd) + strspn(buf, " \t");
 	if (!strcmp(cmd, "zone")) {
 		ret = vllb_inject_zone(vb, args);
+	} else if (!strcmp(cmd, "truncated")) {
+		ret = vllb_request(vb, vb->zone_vq, buf, 8);
 	} else if (!strcmp(cmd, "install")) {
 		if (sscanf(args, "%u %llu %u", &id, &frame, &order) == 3 &&
 		    id <= U16_MAX && order <= U8_MAX)
