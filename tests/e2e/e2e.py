@@ -1,12 +1,22 @@
-"""Helpers shared by the end-to-end tests (Python 3 standard library)."""
+"""Helpers shared by the end-to-end tests (Python 3 standard library).
+
+Every test prints one line per check ("ok" or "FAIL", name, detail) and
+closes with "N passed, N failed"; exit status 0 pass, 1 fail, 77 skip (a
+kernel, the initramfs or QEMU missing). A test imports the launcher (vm),
+the QMP client and the host memory helpers from here.
+"""
 
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools"))
-from hyperalloc.hostmem import GIB, MIB  # noqa: E402,F401
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+# what every test imports from here
+from hyperalloc import vm  # noqa: E402,F401
+from hyperalloc.hostmem import GIB, MIB, RssSampler, rss  # noqa: E402,F401
+from hyperalloc.qmp import QMP, QMPError  # noqa: E402,F401
 
 CHILD = 2 * MIB
 
@@ -30,10 +40,8 @@ class Checks:
 def finish(checks, res):
     """Checks the console of a finished guest, prints the closing line and
     returns the exit status."""
-    bad = res.bad_lines()
-    checks.check(not bad, "console clean", "; ".join(bad[:3]))
-    print("%d passed, %d failed" % (checks.passed, checks.failed))
-    return 1 if checks.failed else 0
+    console_check(checks, res)
+    return summary(checks)
 
 
 def run_test(main, errors):

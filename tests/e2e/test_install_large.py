@@ -35,8 +35,6 @@ install-large.trace); the test replays them to know the host state of every
      RSS grows by >= 90 % of N x 4 MiB; data verifies;
   4. both programs exit 0, console clean.
 
-Prints one line per check and closes with "N passed, N failed".
-Exit status 0 pass, 1 fail, 77 skip (no kernel, QEMU or C compiler).
 """
 
 import gzip
@@ -48,14 +46,9 @@ import sys
 import tempfile
 
 sys.dont_write_bytecode = True
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-sys.path.insert(0, HERE)
-from hyperalloc import vm as guestvm  # noqa: E402
-from hyperalloc.hostmem import rss  # noqa: E402
-from hyperalloc.qmp import QMP, QMPError  # noqa: E402
-from e2e import CHILD, GIB, MIB, Checks, console_check, run_test, settle, summary  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import (CHILD, GIB, MIB, QMP, REPO, Checks, console_check, QMPError, rss,
+                 run_test, settle, summary, vm as guestvm)  # noqa: E402
 
 RAM = 4 * GIB
 LOW = 512 * MIB
@@ -88,7 +81,7 @@ def build_initramfs():
     os.makedirs(OUT, exist_ok=True)
     exe = os.path.join(OUT, "ha-bigblock")
     subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o", exe,
-                    os.path.join(HERE, "ha-bigblock.c")], check=True)
+                    os.path.join(os.path.dirname(os.path.abspath(__file__)), "ha-bigblock.c")], check=True)
     with open(exe, "rb") as f:
         extra = gzip.compress(cpio_newc([("bin/ha-bigblock", 0o100755, f.read())]))
     path = os.path.join(OUT, "initramfs-bigblock.cpio.gz")

@@ -16,8 +16,6 @@ verified after every step. Steps and checks:
      RSS grows with it, everything verifies;
   6. the console shows no WARNING/BUG/Oops.
 
-Prints one line per check and closes with "N passed, N failed".
-Exit status 0 pass, 1 fail, 77 skip (kernel, initramfs or QEMU missing).
 """
 
 import os
@@ -26,15 +24,10 @@ import tempfile
 import time
 
 sys.dont_write_bytecode = True
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-sys.path.insert(0, HERE)
-from hyperalloc import vm as guestvm  # noqa: E402
-from hyperalloc.qmp import QMP, QMPError  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hyperalloc.hostmem import rss  # noqa: E402
-from e2e import CHILD, GIB, MIB, Checks, finish, run_test  # noqa: E402
+from e2e import (CHILD, GIB, MIB, QMP, REPO, Checks, finish, QMPError, rss, run_test,
+                 vm as guestvm)  # noqa: E402
 
 RAM = 4 * GIB
 

@@ -41,13 +41,15 @@ STRESS_SLACK = 200  # seconds a stress run may overrun its duration in the guest
 OOM_TIMEOUT = 180   # seconds the oom child may take in the guest
 
 
-def case_command(size, duration, rounds, seed):
-    """Returns the ha.run command of one case."""
+def case_command(size, duration, rounds, seed, slow):
+    """Returns the ha.run command of one case; slow multiplies the guest's
+    timeouts (for a debug kernel)."""
     stress = "ha-mem stress --size %s --duration %d --seed %d --timeout %d --progress 10 " \
-             "--drop-caches --enable-thp" % (size, duration, seed, duration + STRESS_SLACK)
+             "--drop-caches --enable-thp" % (size, duration, seed,
+                                            duration + STRESS_SLACK * slow)
     if rounds:
         stress += " --rounds %d" % rounds
-    oom = "ha-mem oom --seed %d --timeout %d" % (seed, OOM_TIMEOUT)
+    oom = "ha-mem oom --seed %d --timeout %d" % (seed, OOM_TIMEOUT * slow)
     return ("%s; s=$?; %s; o=$?; echo HA-STRESS-STATUS stress=$s oom=$o; "
             "[ $s = 0 ] && [ $o = 0 ]" % (stress, oom))
 
@@ -118,6 +120,9 @@ def main():
     ap.add_argument("--seed", type=int, default=None, help="pattern seed (default random)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per boot (default: enough for the guest's own timeouts)")
+    ap.add_argument("--slow", type=int, default=1,
+                    help="multiply the guest's timeouts (a KASAN kernel is several "
+                         "times slower)")
     args = ap.parse_args()
 
     found = guestvm.variant_or_skip(args.variant)
@@ -136,10 +141,11 @@ def main():
     passed = failed = 0
     for mem, cpus, dur, rounds in matrix:
         log = os.path.join(logs, "stress-%s-%s-%d.log" % (args.variant, mem, cpus))
-        timeout = args.timeout or dur + STRESS_SLACK + OOM_TIMEOUT + 120
+        timeout = args.timeout or dur + (STRESS_SLACK + OOM_TIMEOUT) * args.slow + 120
         start = time.monotonic()
         res = guestvm.run(kernel, timeout=timeout, mem=mem, smp=cpus,
-                          run=case_command(args.size, dur, rounds, seed), log_path=log)
+                          run=case_command(args.size, dur, rounds, seed, args.slow),
+                          log_path=log)
         total = time.monotonic() - start
         fails, summary = check_case(res, suffix)
         print("%s %-4s %d vCPU: %s; %.1f s" % ("FAIL" if fails else "ok  ", mem, cpus,

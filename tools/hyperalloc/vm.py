@@ -327,22 +327,30 @@ class Guest:
         self._proc.stdin.write(text.encode())
         self._proc.stdin.flush()
 
-    def hold_command(self, cmd, timeout=300):
-        """Sends one line to a running `ha-mem hold` and returns its answer
-        line ("ok ..." or "error ..."); "error: no answer" on timeout."""
+    def _request(self, line, is_answer, timeout):
+        """Types one line and waits for a later console line for which
+        is_answer(line) is true; returns (that line's index among the new
+        lines, the new lines), index None on timeout or exit."""
         with self._cond:
             before = len(self.result.lines)
-        self.send(cmd + "\n")
+        self.send(line + "\n")
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                for _, line in self.result.lines[before:]:
-                    if line.startswith(("ok ", "error ")):
-                        return line
+                lines = [text for _, text in self.result.lines[before:]]
+                for i, text in enumerate(lines):
+                    if is_answer(text):
+                        return i, lines
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._reader.is_alive():
-                    return "error: no answer to '%s'" % cmd
+                    return None, lines
                 self._cond.wait(min(left, 1.0))
+
+    def hold_command(self, cmd, timeout=300):
+        """Sends one line to a running `ha-mem hold` and returns its answer
+        line ("ok ..." or "error ..."); "error: no answer" on timeout."""
+        i, lines = self._request(cmd, lambda t: t.startswith(("ok ", "error ")), timeout)
+        return lines[i] if i is not None else "error: no answer to '%s'" % cmd
 
     def shell(self, cmd, timeout=120):
         """Runs one command line in a guest booted with run=SHELL_SERVER and
@@ -353,21 +361,10 @@ class Guest:
         # input typed before ha-shell turned echo off would be echoed
         if not self.wait_for("@@SHELL-READY", timeout):
             return None, []
-        with self._cond:
-            before = len(self.result.lines)
-        self.send(cmd + "\n")
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                lines = [line for _, line in self.result.lines[before:]]
-                for i, line in enumerate(lines):
-                    m = SHELL_DONE.match(line)
-                    if m:
-                        return int(m.group(1)), lines[:i]
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._reader.is_alive():
-                    return None, lines
-                self._cond.wait(min(left, 1.0))
+        i, lines = self._request(cmd, SHELL_DONE.match, timeout)
+        if i is None:
+            return None, lines
+        return int(SHELL_DONE.match(lines[i]).group(1)), lines[:i]
 
     def wait_exit(self, timeout):
         """Waits for QEMU to exit (the guest powers off); kills it on timeout."""
