@@ -55,12 +55,15 @@ class Timeline:
                               self.held // MIB, size // MIB, self.phase))
 
     def enter(self, phase, held=None):
+        """Starts a phase, or records a step of the current one (held)."""
         with self.lock:
+            new = phase != self.phase
             self.phase = phase
             if held is not None:
                 self.held = held
         self.sample()
-        print("[%6.1f s] %s" % (time.monotonic() - self.start, phase), flush=True)
+        if new:
+            print("[%6.1f s] %s" % (time.monotonic() - self.start, phase), flush=True)
 
 
 def resize(tl, value, timeout=120):
