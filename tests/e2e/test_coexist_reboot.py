@@ -10,33 +10,25 @@ data. Checks:
      intact; virtio-balloon deflates again;
   2. a reset (QMP system_reset, as a reboot) brings the guest back, its
      driver registers again and the device re-applies the 2 GiB target;
-  3. the console has no WARNING/BUG/Oops in either boot.
+  3. a reset while a shrink to 1 GiB runs (one child per resize step):
+     the guest comes back, the 1 GiB target is applied, data intact;
+  4. the console has no WARNING/BUG/Oops in any boot.
 
 """
 
 import os
 import sys
 import tempfile
-import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e import (CHILD, GIB, MIB, QMP, REPO, Checks, finish, QMPError, run_test, vm as
-                 guestvm)  # noqa: E402
+                 guestvm, wait_until)  # noqa: E402
 
 RAM = 4 * GIB
 TARGET = 2 * GIB
+SMALL = 1 * GIB
 REGISTERED = "zones registered"
-
-
-def wait_until(pred, timeout):
-    """Polls pred() until it is true; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.5)
 
 
 def count_lines(g, text):
@@ -51,7 +43,8 @@ def main():
     sock = os.path.join(tempfile.mkdtemp(prefix="ha-e2e-"), "qmp.sock")
     qemu_args = [
         "-device", "virtio-balloon-pci,id=vb",
-        "-device", "virtio-llfree-balloon,auto-mode=off",
+        # one child per step: a reset can land in the middle of a shrink
+        "-device", "virtio-llfree-balloon,auto-mode=off,x-step-children=1",
         "-qmp", "unix:%s,server=on,wait=off" % sock,
     ]
     run = ("ls /sys/bus/virtio/drivers/virtio_balloon | grep -c virtio; "
@@ -95,6 +88,29 @@ def main():
                      "guest works after the reboot")
         checks.check(g.hold_command("verify").startswith("ok"),
                      "data intact after the reboot")
+
+        # a reboot in the middle of a shrink (a few tries: it is a race)
+        for attempt in range(1, 4):
+            g.hold_command("quit")
+            boots = count_lines(g, REGISTERED)
+            qmp.execute("llfree-balloon", {"value": RAM})
+            wait_until(lambda: not qmp.execute("query-llfree-balloon").get("resizing"), 60)
+            qmp.execute("llfree-balloon", {"value": SMALL})
+            during = qmp.execute("query-llfree-balloon")
+            qmp.execute("system_reset")
+            back = wait_until(lambda: count_lines(g, REGISTERED) > boots and
+                              count_lines(g, "ok holding") > boots, 180)
+            if during["resizing"] or not back:
+                break
+        checks.check(during["resizing"], "reset while the shrink runs",
+                     "attempt %d: %s" % (attempt, during))
+        checks.check(back, "guest back after the reset during the shrink")
+        info = wait_until(lambda: (lambda i: i if abs(i["actual"] - SMALL) <= CHILD
+                                   else None)(qmp.execute("query-llfree-balloon")), 60)
+        checks.check(info is not None, "the interrupted target is applied after the reboot",
+                     str(qmp.execute("query-llfree-balloon")))
+        checks.check(g.hold_command("verify").startswith("ok"),
+                     "data intact after the reset during the shrink")
         g.hold_command("quit")
         res = g.wait_exit(120)
     return finish(checks, res)
