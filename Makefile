@@ -9,9 +9,11 @@
 #   make guest         build/guest/: every kernel variant and the initramfs
 #   make guest-check   boot and stress the baseline and llfree kernels (TCG),
 #                      and the debug kernel once per change of its inputs
-#   make bench         benchmarks (bench/run.py): resize against virtio-balloon
-#                      and virtio-mem; BENCH_ARGS=--quick or make bench-quick
-#                      for a run of a few minutes; results in build/bench/
+#   make bench         benchmarks (bench/run.py): resize, automatic
+#                      reclamation, guest interference and three VMs against
+#                      virtio-balloon, free page reporting and virtio-mem
+#                      (over an hour); make bench-quick for a short run;
+#                      results in build/bench/
 #   make bench-kalloc  kernel page allocator: llfree against buddy (TCG);
 #                      KALLOC_ARGS=--quick for a short run
 #   make e2e-check     end-to-end tests of a running llfree VM (README.md),

@@ -57,10 +57,12 @@ times do not.
 
 Usage: bench/resize.py [--quick] [--reps N] [--mem 8G] [--target 1G]
                        [--candidates virtio-balloon,virtio-mem,hyperalloc]
-                       [--profile] [--out DIR]
+                       [--profile] [--out DIR] [--plot CSV]
 Output: DIR (default build/bench/resize/) resize-<time>.csv (every phase of
 every repetition), resize-<time>.txt (machine, versions, parameters, the
-tables), hostlimit-<time>.csv, resize-<time>-<candidate>-<run>.{log,trace}
+tables), resize-<time>.png (GiB/s per phase and candidate on a log scale,
+the host limits as lines; `--plot CSV` redraws it from an earlier run's
+CSV), hostlimit-<time>.csv, resize-<time>-<candidate>-<run>.{log,trace}
 (serial console and QEMU trace), and with --profile perf reports.
 Exit status 0 done, 1 a VM failed, 77 skip (a kernel, initramfs or QEMU missing).
 """
@@ -168,7 +170,15 @@ class Phase:
 
 
 class VM:
-    """One benchmark VM: a Guest plus its QMP socket and trace file."""
+    """One benchmark VM: a Guest plus its QMP socket and trace file.
+
+    The guest runs RUN (ha.run), which prints READY when it is up and ends on
+    the console line QUIT, after which the guest powers off; another
+    benchmark subclasses VM to run something else (bench/interference.py)."""
+
+    RUN = "ha-mem hold %s" % HOLD_BASE
+    READY = "ok holding"
+    QUIT = "quit"
 
     def __init__(self, cand, cfg, tag):
         self.cand, self.cfg = cand, cfg
@@ -188,14 +198,14 @@ class VM:
                  "-trace", "events=%s,file=%s" % (events, self.trace.path),
                  "-msg", "timestamp=on"]
         self.guest = guestvm.Guest(cand.kernel, mem=mem, smp=2,
-                                   run="ha-mem hold %s" % HOLD_BASE, append=append,
+                                   run=self.RUN, append=append,
                                    qemu_args=args, log_path=self.log_path)
         self.qmp = None
 
     def __enter__(self):
         self.guest.__enter__()
         try:
-            if not self.guest.wait_for("ok holding", self.cfg.boot_timeout):
+            if not self.guest.wait_for(self.READY, self.cfg.boot_timeout):
                 raise RuntimeError("%s: the guest did not start (see %s)"
                                    % (self.cand.name, self.log_path))
             self.qmp = QMP.connect(self.sock, timeout=60, retry_for=10)
@@ -208,7 +218,7 @@ class VM:
     def __exit__(self, *exc):
         try:
             if self.qmp:
-                self.guest.send("quit\n")
+                self.guest.send(self.QUIT + "\n")
                 self.guest.wait_exit(30)
                 self.qmp.close()
         finally:
@@ -644,6 +654,95 @@ def tables(cfg, rows, limits):
     return "\n".join(lines)
 
 
+# host limits drawn in the plot: (kind, op), label, line style
+PLOT_LIMITS = (
+    (("anon-thp", "discard-2M"), "host discard, 2 MiB calls", "--"),
+    (("anon-thp", "discard-merged"), "host discard, one merged call", ":"),
+    (("anon-thp", "populate-2M"), "host populate, 2 MiB calls", "-."),
+    (("anon-thp", "populate-reported"), "host populate after page reporting", (0, (5, 1, 1, 1))),
+)
+PLOT_COLORS = {"virtio-balloon": "tab:blue", "virtio-mem": "tab:orange",
+               "hyperalloc": "tab:green"}
+
+
+def plot(names, rows, limits, path, title):
+    """Bar chart of the median GiB/s per phase and candidate (log scale, the
+    whiskers span the repetitions), the host limits as horizontal lines.
+    Returns path, or None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no matplotlib (apt-get install python3-matplotlib): no plot")
+        return None
+    s = summarize(rows)
+    phases = [ph for ph in PHASES if any((c, ph) in s for c in names)]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    width = 0.8 / len(names)
+    for i, c in enumerate(names):
+        xs, ys, lo, hi = [], [], [], []
+        for j, ph in enumerate(phases):
+            v = s.get((c, ph))
+            if not v or not v[1]:
+                continue
+            xs.append(j - 0.4 + width * (i + 0.5))
+            ys.append(v[1])
+            lo.append(v[1] - v[5][0])
+            hi.append(v[5][1] - v[1])
+        ax.bar(xs, ys, width, yerr=[lo, hi] if len(rows) > len(s) else None,
+               label=CANDIDATES[c].label, color=PLOT_COLORS.get(c), capsize=2)
+        for x, y in zip(xs, ys):
+            ax.annotate(fmt_rate(y), (x, y), ha="center", va="bottom", fontsize=7,
+                        xytext=(0, 2), textcoords="offset points")
+    for key, label, style in PLOT_LIMITS:
+        if limits.get(key):
+            ax.axhline(limits[key], color="0.3", linestyle=style, linewidth=1,
+                       label="%s (%s GiB/s)" % (label, fmt_rate(limits[key])))
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(phases)))
+    ax.set_xticklabels([ph.replace(" (", "\n(").replace("use after", "use\nafter")
+                        for ph in phases], fontsize=8)
+    ax.set_ylabel("GiB/s (log scale; higher is faster)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def read_rows(csv_path):
+    """Rows of a resize-<time>.csv as written by main()."""
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["bytes"] = int(r["bytes"])
+        for k in ("seconds", "polled_seconds", "gibs"):
+            r[k] = float(r[k]) if r[k] else None
+    return rows
+
+
+def replot(csv_path, limits_path):
+    """--plot: the PNG of an earlier run, beside its CSV."""
+    rows = read_rows(csv_path)
+    if not limits_path:
+        limits_path = os.path.join(os.path.dirname(csv_path), os.path.basename(
+            csv_path).replace("resize-", "hostlimit-"))
+    limits = {}
+    if os.path.exists(limits_path):
+        with open(limits_path) as f:
+            limits = {(r["kind"], r["op"]): float(r["median_gibs"]) for r in csv.DictReader(f)}
+    names = [c for c in CANDIDATES if any(r["candidate"] == c for r in rows)]
+    stamp = os.path.basename(csv_path)[len("resize-"):-len(".csv")]
+    path = plot(names, rows, limits, csv_path[:-len(".csv")] + ".png",
+                "resize micro-benchmark %s (TCG: compare ratios, not absolute rates)" % stamp)
+    if path:
+        print("plot: %s" % path)
+    return 0 if path else 1
+
+
 def machine_info():
     model = "?"
     try:
@@ -695,6 +794,9 @@ def parse_args(argv):
     p.add_argument("--limits", metavar="CSV",
                    help="reuse a hostlimit CSV of an earlier run instead of measuring")
     p.add_argument("--out", default=OUT, help="output directory (default %(default)s)")
+    p.add_argument("--plot", metavar="CSV",
+                   help="only draw the PNG of an earlier run's resize-<time>.csv (host limits "
+                        "from the hostlimit CSV beside it or --limits) and exit")
     cfg = p.parse_args(argv)
     cfg.mem = cfg.mem or (3 * GIB if cfg.quick else 8 * GIB)
     cfg.reps = cfg.reps or (1 if cfg.quick else 3)
@@ -717,6 +819,8 @@ def parse_args(argv):
 
 def main(argv=None):
     cfg = parse_args(argv)
+    if cfg.plot:
+        return replot(cfg.plot, cfg.limits)
     for c in cfg.candidates:
         if not guestvm.variant_or_skip(CANDIDATES[c].variant):
             return 77
@@ -787,8 +891,13 @@ def main(argv=None):
     txt_path = os.path.join(cfg.out, "resize-%s.txt" % cfg.stamp)
     with open(txt_path, "w") as f:
         f.write(text)
+    png = plot(cfg.candidates, rows, limits, os.path.join(cfg.out, "resize-%s.png" % cfg.stamp),
+               "resize micro-benchmark %s: %d GiB VMs, %d repetition(s) (TCG: compare ratios, "
+               "not absolute rates)" % (cfg.stamp, cfg.mem // GIB, cfg.reps)) if rows else None
     print("\n" + report)
     print("\nraw data: %s\nreport:   %s" % (csv_path, txt_path))
+    if png:
+        print("plot:     %s" % png)
     return 1 if failed else 0
 
 

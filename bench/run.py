@@ -27,6 +27,15 @@ PARTS = {
     "resize": ("resize.py", True,
                "resize micro-benchmark: virtio-balloon, virtio-mem, HyperAlloc "
                "against the host's discard and populate limits (issue 6, item 1)"),
+    "interference": ("interference.py", True,
+                     "guest interference: memory bandwidth during a shrink and a grow, "
+                     "against runs without resizing (issue 6, item 3)"),
+    "auto": ("autoreclaim.py", True,
+             "automatic reclamation: host memory during a build-like workload, free page "
+             "reporting, virtio-mem with a host policy, HyperAlloc auto (issue 6, item 2)"),
+    "multivm": ("multivm.py", True,
+                "three staggered VMs at once: peak and integral of total host memory "
+                "(issue 6, item 5)"),
     "kalloc": ("kalloc.py", False,
                "kernel page allocator: llfree against buddy (issue 6, item 4)"),
 }

@@ -2,7 +2,7 @@
 # Builds build/guest/initramfs.cpio.gz for the test guest:
 #   /bin/busybox (Debian's busybox-static) and a link per applet in /bin,
 #   /init from guest/init,
-#   /bin/<name> for every guest/tools/<name>.c (gcc -static -O2 -Wall -Wextra)
+#   /bin/<name> for every guest/tools/<name>.c (gcc -static -O2 -Wall -Wextra -Werror)
 #   and every guest/tools/<name>.sh (a busybox sh script),
 #   /dev/console, so that PID 1 has a console before devtmpfs is mounted.
 # Runs as any user: ownership is forced to root and the device node is written
@@ -53,7 +53,7 @@ for c in guest/tools/*.c; do
 	name=$(basename "$c" .c)
 	log "compiling $c"
 	rm -f "$stage/bin/$name"
-	gcc -static -O2 -Wall -Wextra -o "$stage/bin/$name" "$c"
+	gcc -static -O2 -Wall -Wextra -Werror -o "$stage/bin/$name" "$c"
 	strip "$stage/bin/$name"
 done
 for sh in guest/tools/*.sh; do

@@ -11,6 +11,8 @@
  *              on stdin (verify, fill, grow, shrink, free, status, quit)
  *   bandwidth  a STREAM-like copy loop that prints MB/s samples at a fixed
  *              interval, then checks the copy
+ *   build      a build-like load: short-lived job processes read a source file,
+ *              fill and verify anonymous memory, check and write an object file
  *
  * Integrity pattern. A 4 KiB page holds 512 64-bit words
  *
@@ -33,6 +35,7 @@
  * Exit status: 0 success, 1 integrity error or failed check, 2 usage error.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -1845,6 +1848,337 @@ static int cmd_hold(int argc, char **argv)
 	return h.failed ? 1 : 0;
 }
 
+/* ----------------------------------------------------------------- build */
+
+/*
+ * A build-like workload for the automatic-reclamation benchmarks: "compile
+ * jobs" are short-lived child processes, at most --jobs at once, started until
+ * --count jobs ran or --duration has passed. A job
+ *
+ *   1. reads one source file of --src (job number modulo the files, so the
+ *      page cache holds the sources after the first pass),
+ *   2. maps SIZE bytes of anonymous memory, SIZE = min + (max - min) * u^3
+ *      for a uniform u (most jobs small, a few large like a link step), fills
+ *      it with the pattern, verifies it,
+ *   3. checks the object file the previous job of its slot (job number modulo
+ *      --objects) wrote into --out, then writes its own (dirty page cache),
+ *   4. exits: all its anonymous memory goes back to the kernel at once.
+ *
+ * Slots live in shared memory: a busy flag (a job that finds its slot busy
+ * skips step 3) and the generation whose pattern the object file holds.
+ */
+#define BUILD_MAX_SOURCES 4096
+#define BUILD_OWNER_ANON 0xb0000000u
+#define BUILD_OWNER_OBJ 0xb1000000u
+
+struct build_slot {
+	atomic_uint busy; /* a job is checking or writing this object */
+	uint32_t gen;     /* generation the file holds, 0: none yet */
+};
+
+struct build_shared {
+	atomic_ullong anon_bytes;   /* anonymous bytes filled and verified */
+	atomic_ullong source_bytes; /* bytes read from sources */
+	atomic_ullong obj_checked;  /* object files verified */
+	atomic_ullong bad_pages;    /* integrity errors of all jobs */
+	struct build_slot slots[];
+};
+
+struct build {
+	const char *src, *out;
+	char *sources[BUILD_MAX_SOURCES];
+	unsigned nsources, objects, jobs;
+	uint64_t min, max, obj_size, seed;
+	struct build_shared *sh;
+};
+
+/* Reads a whole file in 1 MiB chunks through the page cache; returns bytes or -1. */
+static long long build_read_source(const char *path, uint8_t *buf)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	long long total = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	while ((n = read(fd, buf, MIB)) > 0)
+		total += n;
+	close(fd);
+	return n < 0 ? -1 : total;
+}
+
+/* Verifies the object file of a slot against generation gen; returns bad pages or -1. */
+static long long build_check_object(const struct build *b, const char *path, unsigned slot,
+				    uint32_t gen, uint64_t *buf)
+{
+	uint64_t base = pattern_base(b->seed, BUILD_OWNER_OBJ | slot, gen);
+	size_t chunk = MIB / PAGE_SIZE, pages = b->obj_size / PAGE_SIZE;
+	struct verifier v;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	verifier_init(&v, "build object %u gen %u", slot, gen);
+	for (size_t first = 0; first < pages; first += chunk) {
+		size_t n = pages - first < chunk ? pages - first : chunk;
+
+		if (pread(fd, buf, n * PAGE_SIZE, first * PAGE_SIZE) != (ssize_t)(n * PAGE_SIZE)) {
+			error("build object %u: short read at page %zu", slot, first);
+			close(fd);
+			return -1;
+		}
+		verify_file_pages(&v, buf, n, base, 0, first);
+	}
+	close(fd);
+	return (long long)v.bad_pages;
+}
+
+/* Writes the object file of a slot with the pattern of generation gen; returns 0 or -1. */
+static int build_write_object(const struct build *b, const char *path, unsigned slot,
+			      uint32_t gen, uint64_t *buf)
+{
+	uint64_t base = pattern_base(b->seed, BUILD_OWNER_OBJ | slot, gen);
+	size_t chunk = MIB / PAGE_SIZE, pages = b->obj_size / PAGE_SIZE;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return -1;
+	for (size_t first = 0; first < pages; first += chunk) {
+		size_t n = pages - first < chunk ? pages - first : chunk;
+
+		fill_file_pages(buf, n, base, 0, first);
+		if (write(fd, buf, n * PAGE_SIZE) != (ssize_t)(n * PAGE_SIZE)) {
+			close(fd);
+			return -1;
+		}
+	}
+	return close(fd);
+}
+
+/* One compile job (a child process): steps 1-4 above. Exit 0 ok, 1 error. */
+static __attribute__((noreturn)) void build_job(const struct build *b, uint64_t job)
+{
+	struct build_shared *sh = b->sh;
+	uint64_t rng = b->seed ^ mix64(job + 1);
+	double u = (rng_next(&rng) >> 11) * 0x1p-53;
+	size_t len = (b->min + (size_t)((b->max - b->min) * u * u * u) + HUGE_SIZE - 1) &
+		     ~(HUGE_SIZE - 1);
+	unsigned slot = job % b->objects;
+	uint64_t base = pattern_base(b->seed, BUILD_OWNER_ANON, (uint32_t)job);
+	uint64_t *buf = malloc(MIB);
+	char path[PATH_MAX];
+	struct verifier v;
+	long long n;
+	uint8_t *mem;
+	int failed = 0;
+
+	set_oom_score_adj(1000); /* under memory pressure a job dies, not the driver */
+	if (!buf)
+		_exit(1);
+	if (b->nsources) {
+		n = build_read_source(b->sources[job % b->nsources], (uint8_t *)buf);
+		if (n < 0) {
+			error("build job %" PRIu64 ": cannot read %s: %s", job,
+			      b->sources[job % b->nsources], strerror(errno));
+			_exit(1);
+		}
+		atomic_fetch_add(&sh->source_bytes, (unsigned long long)n);
+	}
+
+	mem = map_anon_aligned(len);
+	if (!mem) {
+		error("build job %" PRIu64 ": cannot map %zu MiB", job, len / MIB);
+		_exit(1);
+	}
+	verifier_init(&v, "build job %" PRIu64 " anon", job);
+	fill_range(mem, len / PAGE_SIZE, 0, 1, base);
+	verify_range(&v, mem, len / PAGE_SIZE, 0, 1, base, 0);
+	atomic_fetch_add(&sh->anon_bytes, (unsigned long long)len);
+
+	snprintf(path, sizeof(path), "%s/obj-%04u.o", b->out, slot);
+	if (!atomic_exchange(&sh->slots[slot].busy, 1)) {
+		uint32_t gen = sh->slots[slot].gen;
+
+		if (gen) {
+			n = build_check_object(b, path, slot, gen, buf);
+			if (n < 0) {
+				error("build object %u: cannot check %s: %s", slot, path, strerror(errno));
+				failed = 1;
+			} else if (n > 0) {
+				atomic_fetch_add(&sh->bad_pages, (unsigned long long)n);
+			} else {
+				atomic_fetch_add(&sh->obj_checked, 1);
+			}
+		}
+		if (build_write_object(b, path, slot, gen + 1, buf)) {
+			error("build object %u: cannot write %s: %s", slot, path, strerror(errno));
+			failed = 1;
+		} else {
+			sh->slots[slot].gen = gen + 1;
+		}
+		atomic_store(&sh->slots[slot].busy, 0);
+	}
+	atomic_fetch_add(&sh->bad_pages, v.bad_pages);
+	_exit(failed || v.bad_pages ? 1 : 0);
+}
+
+/* Collects the regular files of dir (sorted) into b->sources; returns how many. */
+static unsigned build_list_sources(struct build *b)
+{
+	struct dirent **names;
+	int n = scandir(b->src, &names, NULL, alphasort);
+	unsigned count = 0;
+
+	if (n < 0)
+		return 0;
+	for (int i = 0; i < n; i++) {
+		char path[PATH_MAX];
+		struct stat st;
+
+		snprintf(path, sizeof(path), "%s/%s", b->src, names[i]->d_name);
+		if (count < BUILD_MAX_SOURCES && !stat(path, &st) && S_ISREG(st.st_mode))
+			b->sources[count++] = strdup(path);
+		free(names[i]);
+	}
+	free(names);
+	return count;
+}
+
+static const char build_help[] =
+	"Usage: ha-mem build --out DIR [options]\n"
+	"A build-like workload: short-lived 'compile job' processes, at most --jobs at\n"
+	"once, started until --count jobs ran or --duration has passed. Each job reads a source file of\n"
+	"--src (page cache), maps SIZE bytes of anonymous memory (between --min and\n"
+	"--max, skewed to small: min + (max - min) * u^3), fills and verifies them,\n"
+	"verifies the object file the previous job of its slot wrote to --out and\n"
+	"writes its own (--obj bytes, pattern per slot and generation), then exits.\n"
+	"\n"
+	"  -o, --out DIR         directory for object files (required)\n"
+	"  -i, --src DIR         directory of source files (default: none)\n"
+	"  -j, --jobs N          concurrent jobs (default: one per allowed CPU)\n"
+	"  -d, --duration S      start no new job after S seconds (default 60)\n"
+	"  -c, --count N         start at most N jobs (default 0: as the duration allows)\n"
+	"      --min SIZE        smallest job (default 16M)\n"
+	"      --max SIZE        largest job (default 512M)\n"
+	"      --obj SIZE        object file size (default 4M)\n"
+	"      --objects N       object slots, files in --out (default 128)\n"
+	"      --seed N          pattern and random seed (default from the clock)\n"
+	"      --progress S      print progress every S seconds (default 10, 0 off)\n"
+	"\n"
+	"Prints 'ha-mem: build ok: N jobs, ...' and exits 0; a job killed by a signal\n"
+	"(the OOM killer) is counted, not an error; integrity errors exit 1.\n";
+
+static int cmd_build(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "out", required_argument, NULL, 'o' },
+		{ "src", required_argument, NULL, 'i' },
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "count", required_argument, NULL, 'c' },
+		{ "min", required_argument, NULL, 'm' },
+		{ "max", required_argument, NULL, 'M' },
+		{ "obj", required_argument, NULL, 'O' },
+		{ "objects", required_argument, NULL, 'n' },
+		{ "seed", required_argument, NULL, 's' },
+		{ "progress", required_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct build b = { .min = 16 * MIB, .max = 512 * MIB, .obj_size = 4 * MIB, .objects = 128 };
+	double duration = 60, progress = 10, start, end, last;
+	int cpus[CPU_SETSIZE], c, running = 0, signalled = 0, failed = 0;
+	uint64_t next = 0, done = 0, count = 0;
+	bool seeded = false;
+	size_t shlen;
+
+	b.jobs = allowed_cpus(cpus, CPU_SETSIZE);
+	while ((c = getopt_long(argc, argv, "o:i:j:d:c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o': b.out = optarg; break;
+		case 'i': b.src = optarg; break;
+		case 'j': b.jobs = (unsigned)num_arg("--jobs", optarg, 256); break;
+		case 'd': duration = num_arg("--duration", optarg, 1e7); break;
+		case 'c': count = (uint64_t)num_arg("--count", optarg, 1e12); break;
+		case 'm': b.min = size_arg("--min", optarg); break;
+		case 'M': b.max = size_arg("--max", optarg); break;
+		case 'O': b.obj_size = size_arg("--obj", optarg); break;
+		case 'n': b.objects = (unsigned)num_arg("--objects", optarg, 1 << 20); break;
+		case 's': b.seed = seed_arg(optarg); seeded = true; break;
+		case 'p': progress = num_arg("--progress", optarg, 1e6); break;
+		case 'h': fputs(build_help, stdout); return 0;
+		default: usage_error("build: invalid option");
+		}
+	}
+	if (optind < argc)
+		usage_error("build: unexpected argument '%s'", argv[optind]);
+	if (!b.out)
+		usage_error("build: --out DIR is required");
+	if (!b.jobs || !b.objects || b.min > b.max)
+		usage_error("build: need --jobs >= 1, --objects >= 1 and --min <= --max");
+	if (!seeded)
+		b.seed = default_seed();
+	if (b.src && !(b.nsources = build_list_sources(&b)))
+		usage_error("build: no files in --src '%s'", b.src);
+	if (mkdir(b.out, 0755) && errno != EEXIST)
+		usage_error("build: cannot create '%s': %s", b.out, strerror(errno));
+	shlen = sizeof(*b.sh) + b.objects * sizeof(b.sh->slots[0]);
+	b.sh = mmap(NULL, shlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (b.sh == MAP_FAILED) {
+		error("build: cannot map shared state: %s", strerror(errno));
+		return 1;
+	}
+	info("build: %u jobs at once, %" PRIu64 " jobs (0: no limit) within %.0f s, %" PRIu64 " to %" PRIu64 " MiB each, %u sources, "
+	     "%u objects of %" PRIu64 " KiB, seed 0x%" PRIx64, b.jobs, count, duration, b.min / MIB,
+	     b.max / MIB, b.nsources, b.objects, b.obj_size >> 10, b.seed);
+	start = last = now_s();
+	end = start + duration;
+	for (;;) {
+		int status;
+		pid_t pid;
+
+		while (running < (int)b.jobs && now_s() < end && (!count || next < count)) {
+			pid = fork();
+			if (pid < 0) {
+				error("build: fork: %s", strerror(errno));
+				break;
+			}
+			if (pid == 0)
+				build_job(&b, next);
+			next++;
+			running++;
+		}
+		if (!running)
+			break;
+		pid = wait(&status);
+		if (pid < 0) {
+			if (errno == EINTR)
+				continue;
+			error("build: wait: %s", strerror(errno));
+			return 1;
+		}
+		running--;
+		done++;
+		if (WIFSIGNALED(status))
+			signalled++;
+		else if (!WIFEXITED(status) || WEXITSTATUS(status))
+			failed++;
+		if (progress > 0 && now_s() - last >= progress) {
+			last = now_s();
+			info("build progress t=%.0f: %" PRIu64 " jobs, %llu MiB anonymous", last - start,
+			     done, (unsigned long long)(atomic_load(&b.sh->anon_bytes) / MIB));
+		}
+	}
+	info("build %s: %" PRIu64 " jobs in %.1f s, %llu MiB anonymous verified, %llu MiB "
+	     "sources read, %llu objects verified, %d jobs killed, %d failed, %llu bad pages",
+	     failed || b.sh->bad_pages ? "FAILED" : "ok", done, now_s() - start,
+	     (unsigned long long)(b.sh->anon_bytes / MIB),
+	     (unsigned long long)(b.sh->source_bytes / MIB),
+	     (unsigned long long)b.sh->obj_checked, signalled, failed,
+	     (unsigned long long)b.sh->bad_pages);
+	return failed || b.sh->bad_pages ? 1 : 0;
+}
+
 /* ------------------------------------------------------------- bandwidth */
 
 /* One copy thread of the bandwidth probe. */
@@ -2032,6 +2366,7 @@ static const char main_help[] =
 	"  oom         allocate until the OOM killer strikes, then check the system\n"
 	"  hold SIZE   keep a pattern in memory; verify/grow/shrink it on command\n"
 	"  bandwidth   print memory copy bandwidth samples at a fixed interval\n"
+	"  build       short-lived compile-like jobs: read sources, allocate, write objects\n"
 	"\n"
 	"'ha-mem COMMAND --help' describes a command's options. SIZE is a number with\n"
 	"an optional unit K, M, G, T (binary; default M), or P% of MemTotal.\n"
@@ -2049,6 +2384,7 @@ int main(int argc, char **argv)
 		{ "oom", cmd_oom },
 		{ "hold", cmd_hold },
 		{ "bandwidth", cmd_bandwidth },
+		{ "build", cmd_build },
 	};
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
