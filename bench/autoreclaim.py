@@ -45,7 +45,6 @@ console of each VM. Exit 0 done, 1 a VM failed, 77 skip (a build missing).
 """
 
 import argparse
-import csv
 import os
 import shutil
 import sys
@@ -257,29 +256,13 @@ def main(argv=None):
         shutil.rmtree(cfg.tmpdir, ignore_errors=True)
 
     base = os.path.join(cfg.out, "auto-%s" % cfg.stamp)
-    tl = base + ".csv"
-    with open(tl, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(bl.TIMELINE_FIELDS)
-        for cand, vm, sampler, row in results:
-            w.writerows(bl.timeline_rows([vm], sampler, vm.phases["build"]))
+    timeline = []
+    for cand, vm, sampler, row in results:
+        timeline += bl.timeline_rows([vm], sampler, vm.phases["build"])
     rows = [r for _, _, _, r in results]
-    if rows:
-        with open(base + "-summary.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
     report = tables(rows) if rows else "no results"
     png = plot(base + ".png", results, cfg) if results else None
-    text = "\n".join(header) + "\n\n" + report + "\n"
-    if failed:
-        text += "\nFAILED:\n" + "\n".join("- " + f for f in failed) + "\n"
-    with open(base + ".txt", "w") as f:
-        f.write(text)
-    print("\n" + report)
-    print("\ntimeline: %s\nsummary:  %s-summary.csv\nreport:   %s.txt%s"
-          % (tl, base, base, "\nplot:     " + png if png else ""))
-    return 1 if failed else 0
+    return bl.save_results(base, timeline, rows, header, report, png, failed)
 
 
 if __name__ == "__main__":

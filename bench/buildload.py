@@ -27,6 +27,7 @@ a /proc/meminfo sample about once a second on the console; the host reads it
 Python 3 standard library and matplotlib (Agg) only.
 """
 
+import csv
 import math
 import os
 import re
@@ -472,6 +473,30 @@ def timeline_rows(vms, sampler, t_zero):
                 row += [""] * 6
             row.append(vm.phase_at(t))
             yield row
+
+
+def save_results(base, timeline, rows, header, report, png, failed):
+    """Writes <base>.csv (timeline rows), <base>-summary.csv (rows, dicts)
+    and <base>.txt (header lines, report, failures); prints the report and
+    where the files are. Returns the exit status."""
+    with open(base + ".csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(TIMELINE_FIELDS)
+        w.writerows(timeline)
+    if rows:
+        with open(base + "-summary.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    text = "\n".join(header) + "\n\n" + report + "\n"
+    if failed:
+        text += "\nFAILED:\n" + "\n".join("- " + f for f in failed) + "\n"
+    with open(base + ".txt", "w") as f:
+        f.write(text)
+    print("\n" + report)
+    print("\ntimeline: %s.csv\nsummary:  %s-summary.csv\nreport:   %s.txt%s"
+          % (base, base, base, "\nplot:     " + png if png else ""))
+    return 1 if failed else 0
 
 
 def used(s):

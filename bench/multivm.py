@@ -31,7 +31,6 @@ Exit 0 done, 1 a VM failed, 77 skip.
 
 import argparse
 import contextlib
-import csv
 import os
 import shutil
 import sys
@@ -244,28 +243,13 @@ def main(argv=None):
         shutil.rmtree(cfg.tmpdir, ignore_errors=True)
 
     base = os.path.join(cfg.out, "multivm-%s" % cfg.stamp)
-    with open(base + ".csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(bl.TIMELINE_FIELDS)
-        for cand, vms, sampler, window, row in results:
-            w.writerows(bl.timeline_rows(vms, sampler, window[0]))
+    timeline = []
+    for cand, vms, sampler, window, row in results:
+        timeline += bl.timeline_rows(vms, sampler, window[0])
     rows = [r[-1] for r in results]
-    if rows:
-        with open(base + "-summary.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
     report = tables(rows) if rows else "no results"
     png = plot(base + ".png", results, cfg) if results else None
-    text = "\n".join(header) + "\n\n" + report + "\n"
-    if failed:
-        text += "\nFAILED:\n" + "\n".join("- " + f for f in failed) + "\n"
-    with open(base + ".txt", "w") as f:
-        f.write(text)
-    print("\n" + report)
-    print("\ntimeline: %s.csv\nsummary:  %s-summary.csv\nreport:   %s.txt%s"
-          % (base, base, base, "\nplot:     " + png if png else ""))
-    return 1 if failed else 0
+    return bl.save_results(base, timeline, rows, header, report, png, failed)
 
 
 if __name__ == "__main__":
