@@ -566,7 +566,11 @@ static void host_finish(struct host *h)
 	if (after > meta)
 		hfail(h, "guest memory still backed after reclaiming all of it: "
 			 "%" PRIu64 " bytes", after - meta);
-	if (before <= after + HUGE_BYTES)
+	/*
+	 * Whatever was backed must go; on a slow run (TSan, a loaded machine)
+	 * the host's earlier reclaims may have left nothing to drop here.
+	 */
+	if (before > meta + HUGE_BYTES && before <= after + HUGE_BYTES)
 		hfail(h, "blocks did not drop: %" PRIu64 " -> %" PRIu64, before,
 		      after);
 	for (uint64_t c = 0; c < h->p->children; c++) {
