@@ -215,7 +215,8 @@ class HyperAllocAuto(Candidate):
     def policy(self):
         return ("virtio-llfree-balloon,auto-mode=on,auto-mode-interval=<interval>,"
                 "auto-mode-iothread=auto0,shrink-pagecache=on: every interval the device "
-                "soft-reclaims every free installed 2 MiB frame; no target is set, so the "
+                "soft-reclaims every installed 2 MiB frame that was free at the previous pass "
+                "too; no target is set, so the "
                 "page-cache shrink (which answers a hard-reclaim shortfall) never fires")
 
 

@@ -10,7 +10,8 @@
  *
  * Hard reclaim is a two-word operation: the tree counter pays 512 frames
  * first (in an unreserved tree only), then one child is taken; if no child
- * of the tree qualifies, the tree counter is given back (exact undo).
+ * of the tree qualifies (llfree_reclaim_at(): if the given child does not),
+ * the tree counter is given back (exact undo).
  * Return runs it backwards: child first, tree counter last.
  *
  * Mutual exclusion of a child's reclaim + discard with its install is the
@@ -87,6 +88,39 @@ llfree_result_t llfree_reclaim(llfree_t *self, uint64_t start, bool hard)
 			return res;
 	}
 	return result_err(LLFREE_ERR_MEMORY);
+}
+
+/* tree.free >= 512 and unreserved -> tree.free - 512, then child -> hard */
+static llfree_result_t hard_at(llfree_t *self, uint64_t c)
+{
+	uint16_t *tree = tree_at(self, c / LLFREE_TREE_CHILDREN);
+	bool was_soft;
+
+	if (!tree_cas_dec(tree, LLFREE_CHILD_FRAMES, true))
+		return result_err(LLFREE_ERR_STATE);
+	if (!child_cas_hard_reclaim(child_at(self, c), &was_soft)) {
+		/* exact undo of the counter we just paid */
+		tree_cas_inc(tree, LLFREE_CHILD_FRAMES);
+		return result_err(LLFREE_ERR_STATE);
+	}
+	return result_ok(c * LLFREE_CHILD_FRAMES, was_soft);
+}
+
+llfree_result_t llfree_reclaim_at(llfree_t *self, uint64_t frame, bool hard)
+{
+	uint64_t c = frame / LLFREE_CHILD_FRAMES;
+	uint16_t tree;
+
+	if (frame >= self->frames || frame % LLFREE_CHILD_FRAMES ||
+	    child_capacity(self, c) != LLFREE_CHILD_FRAMES)
+		return result_err(LLFREE_ERR_ADDRESS);
+	if (hard)
+		return hard_at(self, c);
+	/* soft: as soft_in_tree(), for one child */
+	tree = llfree_load_relaxed16(tree_at(self, c / LLFREE_TREE_CHILDREN));
+	if (tree_reserved(tree) || !child_cas_soft_reclaim(child_at(self, c)))
+		return result_err(LLFREE_ERR_STATE);
+	return result_ok(frame, false);
 }
 
 llfree_result_t llfree_return(llfree_t *self, uint64_t frame)

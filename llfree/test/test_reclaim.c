@@ -609,3 +609,133 @@ TEST(reclaim_corrupt_partial_child)
 	check_fails(llfree_return(&t.ll, 2 * CHILD));
 	tl_free(&t);
 }
+
+/* reclaim_at takes exactly the given child, soft or hard */
+TEST(reclaim_at)
+{
+	/* trees 0 and 1 whole, tree 2: child 16 whole, child 17 partial */
+	const uint64_t frames = 2 * TREE + CHILD + 100;
+	struct tl t;
+	llfree_result_t r;
+
+	if (!tl_init(&t, 1, frames, LLFREE_INIT_FREE))
+		return;
+	r = llfree_reclaim_at(&t.ll, 3 * CHILD, false);
+	check_ok(r);
+	check_eq(r.error == LLFREE_OK ? r.frame : 0, 3 * CHILD);
+	check(!r.reclaimed);
+	check(llfree_is_reclaimed(&t.ll, 3 * CHILD));
+	check(!llfree_is_reclaimed(&t.ll, 2 * CHILD));
+	check(!llfree_is_reclaimed(&t.ll, 4 * CHILD));
+	check_eq(llfree_reclaimed_huge(&t.ll), 1);
+	check_eq(llfree_free_frames(&t.ll), frames);
+	check(llfree_validate(&t.ll));
+	/* soft twice: already reclaimed */
+	check_err(llfree_reclaim_at(&t.ll, 3 * CHILD, false), LLFREE_ERR_STATE);
+
+	/* hard on the soft child: reported as soft, the tree pays */
+	r = llfree_reclaim_at(&t.ll, 3 * CHILD, true);
+	check_ok(r);
+	check(r.reclaimed);
+	check_eq(llfree_free_frames(&t.ll), frames - CHILD);
+	check_eq(llfree_free_at(&t.ll, 0, LLFREE_TREE_ORDER), TREE - CHILD);
+	/* hard twice: the tree counter is given back */
+	check_err(llfree_reclaim_at(&t.ll, 3 * CHILD, true), LLFREE_ERR_STATE);
+	check_eq(llfree_free_at(&t.ll, 0, LLFREE_TREE_ORDER), TREE - CHILD);
+	check_err(llfree_reclaim_at(&t.ll, 3 * CHILD, false), LLFREE_ERR_STATE);
+
+	/* hard on an installed child, the last whole one */
+	r = llfree_reclaim_at(&t.ll, 16 * CHILD, true);
+	check_ok(r);
+	check(!r.reclaimed);
+	check_eq(llfree_free_frames(&t.ll), frames - 2 * CHILD);
+	check_eq(llfree_reclaimed_huge(&t.ll), 2);
+	check(llfree_validate(&t.ll));
+
+	/* and back: return, install, reclaim again */
+	check_ok(llfree_return(&t.ll, 3 * CHILD));
+	check_ok(llfree_install(&t.ll, 3 * CHILD));
+	check_ok(llfree_reclaim_at(&t.ll, 3 * CHILD, false));
+	check_eq(llfree_free_frames(&t.ll), frames - CHILD);
+	check(llfree_validate(&t.ll));
+	tl_free(&t);
+}
+
+/* Children that do not qualify change nothing, hard or soft */
+TEST(reclaim_at_errors)
+{
+	const uint64_t frames = 2 * TREE + CHILD + 100;
+	struct tl t;
+	struct snap s;
+	uint16_t *trees;
+
+	if (!tl_init(&t, 1, frames, LLFREE_INIT_FREE))
+		return;
+	check_ok(llfree_get_at(&t.ll, 0, 17, 0)); /* child 0: partial */
+	check_ok(llfree_get_at(&t.ll, 0, CHILD, 9)); /* child 1: huge */
+	snap_take(&s, &t);
+	for (int hard = 0; hard <= 1; hard++) {
+		check_err(llfree_reclaim_at(&t.ll, 0, hard), LLFREE_ERR_STATE);
+		check_err(llfree_reclaim_at(&t.ll, CHILD, hard),
+			  LLFREE_ERR_STATE);
+		check_err(llfree_reclaim_at(&t.ll, 2 * CHILD + 1, hard),
+			  LLFREE_ERR_ADDRESS);
+		/* the partial last child is never whole */
+		check_err(llfree_reclaim_at(&t.ll, 17 * CHILD, hard),
+			  LLFREE_ERR_ADDRESS);
+		check_err(llfree_reclaim_at(&t.ll, 18 * CHILD, hard),
+			  LLFREE_ERR_ADDRESS);
+		check_err(llfree_reclaim_at(&t.ll, 1ull << 40, hard),
+			  LLFREE_ERR_ADDRESS);
+	}
+	check(snap_same(&s, &t));
+	snap_free(&s);
+	check(llfree_validate(&t.ll));
+
+	/* a corrupt tree counter below 512: hard fails, nothing changes */
+	trees = t.meta.trees;
+	trees[1] = 100;
+	snap_take(&s, &t);
+	check_err(llfree_reclaim_at(&t.ll, 8 * CHILD, true), LLFREE_ERR_STATE);
+	check(snap_same(&s, &t));
+	snap_free(&s);
+	tl_free(&t);
+}
+
+/* Never in a reserved tree; once the reservation is gone, as usual */
+TEST(reclaim_at_reserved_tree)
+{
+	const uint64_t frames = 2 * TREE;
+
+	for (int hard = 0; hard <= 1; hard++) {
+		struct tl t;
+		struct snap s;
+		llfree_result_t g;
+		uint64_t c, other;
+
+		if (!tl_init(&t, 2, frames, LLFREE_INIT_FREE))
+			return;
+		g = llfree_get(&t.ll, 0, 0, false);
+		check_ok(g);
+		check_eq(llfree_reserved_trees(&t.ll), 1);
+		/* a free child of the reserved tree, and one of the other */
+		c = g.frame / TREE * LLFREE_TREE_CHILDREN +
+		    (g.frame / CHILD % LLFREE_TREE_CHILDREN ? 0 : 1);
+		other = (1 - g.frame / TREE) * LLFREE_TREE_CHILDREN;
+		snap_take(&s, &t);
+		check_err(llfree_reclaim_at(&t.ll, c * CHILD, hard),
+			  LLFREE_ERR_STATE);
+		check(snap_same(&s, &t));
+		snap_free(&s);
+		check_ok(llfree_reclaim_at(&t.ll, other * CHILD, hard));
+		check(llfree_validate(&t.ll));
+
+		llfree_drain(&t.ll, 0);
+		check_ok(llfree_reclaim_at(&t.ll, c * CHILD, hard));
+		check_eq(llfree_reclaimed_huge(&t.ll), 2);
+		check_eq(llfree_free_frames(&t.ll),
+			 frames - 1 - (hard ? 2 * CHILD : 0));
+		check(llfree_validate(&t.ll));
+		tl_free(&t);
+	}
+}

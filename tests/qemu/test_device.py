@@ -555,6 +555,46 @@ def resize(vm, value):
     return wait_resized(vm)
 
 
+def auto_until_soft(vm, dev, want, timeout=10):
+    """Runs auto-mode periods (interval 100 ms) until `soft` is `want`:
+    a child is soft-reclaimed at the second pass that sees it free."""
+    deadline = time.monotonic() + timeout
+    while vm.qmp.execute("query-llfree-balloon")["soft"] != want:
+        check(time.monotonic() < deadline, "auto mode did not run: "
+              f"{vm.qmp.execute('query-llfree-balloon')}")
+        dev.qt.clock_step(150 * 1000 * 1000)
+        time.sleep(0.05)
+
+
+class AutoTrace:
+    """Counts auto-mode passes through the virtio_llfree_balloon_auto_reclaim
+    trace (one line per zone and pass)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="vlb-auto-")
+        self.log = os.path.join(self.dir, "trace.log")
+        self.args = ["-D", self.log,
+                     "-trace", "virtio_llfree_balloon_auto_reclaim"]
+
+    def passes(self):
+        if not os.path.exists(self.log):
+            return 0
+        with open(self.log) as f:
+            return sum("virtio_llfree_balloon_auto_reclaim" in l for l in f)
+
+    def wait(self, n, timeout=10):
+        """Waits until `n` zone passes ended (the last one re-armed the
+        timer before the main loop answers the next qtest command)."""
+        deadline = time.monotonic() + timeout
+        while self.passes() < n:
+            check(time.monotonic() < deadline, f"{self.passes()} of {n} "
+                  "auto-mode zone passes")
+            time.sleep(0.01)
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def qmp_pipeline(qmp, *commands):
     """Sends the commands in one write and returns their answers (the
     return value, or the error object)."""
@@ -761,12 +801,7 @@ def test_protocol_auto_mode():
         dev.qt.writew(z.trees, 4096 - 1)
         check(vm.qmp.execute("query-llfree-balloon")["soft"] == 0,
               "soft before the first period")
-        dev.qt.clock_step(150 * 1000 * 1000)
-        deadline = time.monotonic() + 5
-        while vm.qmp.execute("query-llfree-balloon")["soft"] != 127 * CHILD:
-            check(time.monotonic() < deadline, "auto mode did not run: "
-                  f"{vm.qmp.execute('query-llfree-balloon')}")
-            time.sleep(0.05)
+        auto_until_soft(vm, dev, 127 * CHILD)
         info = vm.qmp.execute("query-llfree-balloon")
         check(info["actual"] == RAM and info["target"] == RAM,
               f"auto mode changed the size: {info}")
@@ -867,9 +902,9 @@ def test_protocol_zone_order_after_reboot():
               "returned children are not soft")
 
 
-def big_vm(props):
+def big_vm(props, extra=()):
     """8 GiB, one zone of 6 GiB (3072 children) above 4 GiB."""
-    vm, dev = protocol_vm(props, base=qtest_base("8G"))
+    vm, dev = protocol_vm(props, base=qtest_base("8G"), extra=extra)
     try:
         z = FakeZone(dev, 0, 0x100000, 0x180000, 0x1000000)
         check(respond(dev, 0, z.message())[0] == S_OK, "register")
@@ -982,24 +1017,90 @@ def test_protocol_reset_cancels_resize():
                 break
 
 
+def test_protocol_auto_mode_ages_children():
+    """Auto mode reclaims only memory that stayed free: the first pass that
+    sees a child free only marks it, the next one reclaims it if it is
+    still free; a child the guest allocated in between is not reclaimed
+    (and starts its age anew when it is freed again)."""
+    trace = AutoTrace()
+    vm, dev = protocol_vm(",auto-mode-interval=100", extra=trace.args)
+    try:
+        with vm:
+            z = FakeZone(dev, 0, 0x10000, 0x10000, 0x1000000)
+            check(respond(dev, 0, z.message())[0] == S_OK, "register")
+            word = z.lower + z.children * 64
+            # child 5 in use by the guest at the first pass
+            dev.qt.writew(word + 2 * 5, 0x01FF)
+            dev.qt.writew(z.trees, 4096 - 1)
+
+            # the timer fires at 100 ms and is armed again for 200 ms; every
+            # further step of 100 ms runs exactly one pass
+            dev.qt.clock_step(150 * 1000 * 1000)
+            trace.wait(1)
+            words = z.words()
+            check(vm.qmp.execute("query-llfree-balloon")["soft"] == 0 and
+                  words.count(SOFT_WORD) == 0,
+                  f"first pass reclaimed {words.count(SOFT_WORD)} children")
+
+            # between the passes the guest frees child 5, allocates child 7
+            dev.qt.writew(word + 2 * 5, FREE_WORD)
+            dev.qt.writew(word + 2 * 7, 0x01FF)
+            dev.qt.clock_step(100 * 1000 * 1000)
+            trace.wait(2)
+            words = z.words()
+            check(words[7] == 0x01FF, f"allocated child 7: {words[7]:#x}")
+            check(words[5] == FREE_WORD, f"child 5 was reclaimed when first "
+                  f"seen free: {words[5]:#x}")
+            check(words.count(SOFT_WORD) == 126,
+                  f"second pass: {words.count(SOFT_WORD)} soft, not 126")
+            check(vm.qmp.execute("query-llfree-balloon")["soft"] ==
+                  126 * CHILD, "soft counter")
+
+            # the guest frees child 7 again: it ages from now on
+            dev.qt.writew(word + 2 * 7, FREE_WORD)
+            dev.qt.writew(z.trees, 4096)
+            dev.qt.clock_step(100 * 1000 * 1000)
+            trace.wait(3)
+            words = z.words()
+            check(words[5] == SOFT_WORD and words[7] == FREE_WORD,
+                  f"third pass: child 5 {words[5]:#x}, 7 {words[7]:#x}")
+            dev.qt.clock_step(100 * 1000 * 1000)
+            trace.wait(4)
+            check(z.words().count(SOFT_WORD) == 128, "fourth pass")
+            check(z.counter("free") == 0x10000, "auto mode changed counters")
+    finally:
+        trace.close()
+
+
 def test_protocol_auto_mode_runs_in_steps():
-    """An auto-mode pass in the main loop works in bounded steps."""
-    vm, dev, z = big_vm(",auto-mode-interval=100,x-step-children=1")
-    with vm:
-        answers = dev.qt.cmds([
-            f"clock_step {150 * 1000 * 1000}",
-            f"read 0x{z.lower + z.children * 64:x} 0x{2 * z.children:x}"])
-        words = struct.unpack(f"<{z.children}H",
-                              bytes.fromhex(answers[1][2:]))
-        soft = words.count(SOFT_WORD)
-        check(0 < soft <= 32,
-              f"first step soft-reclaimed {soft} of {z.children}")
-        deadline = time.monotonic() + 10
-        while vm.qmp.execute("query-llfree-balloon")["soft"] != \
-                z.children * CHILD:
-            check(time.monotonic() < deadline, "auto pass does not end")
-            time.sleep(0.01)
-        z.check_consistent()
+    """An auto-mode pass in the main loop works in bounded steps: the first
+    pass only marks the free children; the first step of the second one
+    (one child with x-step-children=1) soft-reclaims one child, the rest
+    of the pass the others."""
+    trace = AutoTrace()
+    vm, dev, z = big_vm(",auto-mode-interval=100,x-step-children=1",
+                        extra=trace.args)
+    try:
+        with vm:
+            dev.qt.clock_step(150 * 1000 * 1000)
+            trace.wait(1, timeout=30)
+            check(z.words().count(SOFT_WORD) == 0, "first pass reclaimed")
+            answers = dev.qt.cmds([
+                f"clock_step {150 * 1000 * 1000}",
+                f"read 0x{z.lower + z.children * 64:x} 0x{2 * z.children:x}"])
+            words = struct.unpack(f"<{z.children}H",
+                                  bytes.fromhex(answers[1][2:]))
+            soft = words.count(SOFT_WORD)
+            check(soft == 1,
+                  f"first step soft-reclaimed {soft} of {z.children}")
+            deadline = time.monotonic() + 30
+            while vm.qmp.execute("query-llfree-balloon")["soft"] != \
+                    z.children * CHILD:
+                check(time.monotonic() < deadline, "auto pass does not end")
+                time.sleep(0.01)
+            z.check_consistent()
+    finally:
+        trace.close()
 
 
 def test_protocol_dma_listener_bql():
@@ -1034,12 +1135,7 @@ def test_protocol_dma_listener_bql():
             check((status, value) == (S_OK, 1), f"install queue {q}")
         check(counters() == (RAM + 2 * CHILD, 16 * CHILD),
               f"install: {counters()}")
-        dev.qt.clock_step(150 * 1000 * 1000)
-        deadline = time.monotonic() + 10
-        while vm.qmp.execute("query-llfree-balloon")["soft"] != 128 * CHILD:
-            check(time.monotonic() < deadline, "auto mode did not run: "
-                  f"{vm.qmp.execute('query-llfree-balloon')}")
-            time.sleep(0.01)
+        auto_until_soft(vm, dev, 128 * CHILD)
         check(counters() == (RAM + 2 * CHILD, 16 * CHILD + 114 * CHILD),
               f"auto mode: {counters()}")
         vm.qmp.execute("system_reset")

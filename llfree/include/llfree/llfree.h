@@ -208,6 +208,21 @@ void llfree_drain(llfree_t *self, size_t core);
 llfree_result_t llfree_reclaim(llfree_t *self, uint64_t start,
 			       bool hard) LLFREE_MUST_CHECK;
 
+/*
+ * Like llfree_reclaim(), but only the child starting at `frame`: the same
+ * transitions, the same rules (only a whole, entirely free child, never in
+ * a reserved tree; hard pays the tree counter first and gives it back if
+ * the child does not qualify). For a caller that tracks children itself,
+ * e.g. to reclaim only children it saw free before.
+ *
+ * Returns `frame` (hard: result.reclaimed == true if the child was soft),
+ * LLFREE_ERR_ADDRESS if `frame` is out of range, not child aligned or in
+ * the partial last child, LLFREE_ERR_STATE if the child is not entirely
+ * free (soft: or already reclaimed) or its tree is reserved.
+ */
+llfree_result_t llfree_reclaim_at(llfree_t *self, uint64_t frame,
+				  bool hard) LLFREE_MUST_CHECK;
+
 /* Undo a hard reclaim: {free 0, huge, reclaimed} -> soft; tree.free += 512 */
 llfree_result_t llfree_return(llfree_t *self, uint64_t frame) LLFREE_MUST_CHECK;
 

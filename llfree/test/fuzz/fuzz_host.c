@@ -484,15 +484,10 @@ static void op_guest_queries(struct input *in)
 
 /* Host operations -------------------------------------------------------- */
 
-/* One reclaim; returns whether it succeeded */
-static bool host_reclaim(uint64_t start, bool hard)
+/* Checks a reclaim result against the model; returns whether it succeeded */
+static bool host_reclaimed(llfree_result_t r, bool hard)
 {
-	llfree_result_t r = llfree_reclaim(&F.host, start, hard);
 	uint64_t c;
-
-	tracef("host reclaim(start %#llx, hard %d) -> err %u frame %#llx reclaimed %d",
-	       (unsigned long long)start, hard, r.error,
-	       (unsigned long long)r.frame, r.reclaimed);
 
 	if (r.error != LLFREE_OK)
 		return false;
@@ -525,9 +520,37 @@ static bool host_reclaim(uint64_t start, bool hard)
 	return true;
 }
 
+/* One reclaim search; returns whether it succeeded */
+static bool host_reclaim(uint64_t start, bool hard)
+{
+	llfree_result_t r = llfree_reclaim(&F.host, start, hard);
+
+	tracef("host reclaim(start %#llx, hard %d) -> err %u frame %#llx reclaimed %d",
+	       (unsigned long long)start, hard, r.error,
+	       (unsigned long long)r.frame, r.reclaimed);
+	return host_reclaimed(r, hard);
+}
+
 static void op_host_reclaim(struct input *in, bool hard)
 {
 	host_reclaim(arg_start(in), hard);
+}
+
+/* Reclaim of one given child: the search's oracles, and exactly that child */
+static void op_host_reclaim_at(struct input *in)
+{
+	bool hard = in_u8(in) & 1;
+	uint64_t frame = arg_frame(in);
+	llfree_result_t r = llfree_reclaim_at(&F.host, frame, hard);
+
+	tracef("host reclaim_at(frame %#llx, hard %d) -> err %u frame %#llx reclaimed %d",
+	       (unsigned long long)frame, hard, r.error,
+	       (unsigned long long)r.frame, r.reclaimed);
+	if (r.error == LLFREE_OK && r.frame != frame)
+		model_fail("reclaim_at(%#llx) took frame %#llx",
+			   (unsigned long long)frame,
+			   (unsigned long long)r.frame);
+	host_reclaimed(r, hard);
 }
 
 /* Reclaim up to n children in a row, like the balloon and auto mode */
@@ -719,6 +742,8 @@ enum op {
 	OP_HOST_QUERIES,
 	OP_VALIDATE,
 	OP_POKE,
+	/* last: keeps the numbers of the older ops for saved inputs */
+	OP_RECLAIM_AT,
 	OP_COUNT,
 };
 
@@ -823,6 +848,9 @@ static void run_op_body(struct input *in, uint8_t op)
 		break;
 	case OP_HOST_QUERIES:
 		op_host_queries(in);
+		break;
+	case OP_RECLAIM_AT:
+		op_host_reclaim_at(in);
 		break;
 	case OP_VALIDATE:
 		op_validate(in);

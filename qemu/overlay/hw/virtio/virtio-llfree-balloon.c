@@ -77,6 +77,7 @@ QEMU_BUILD_BUG_ON(VIRTIO_LLFREE_BALLOON_COUNTER_BYTES != sizeof(int64_t));
 #define INSTALLED VIRTIO_LLFREE_BALLOON_CHILD_INSTALLED
 #define SOFT VIRTIO_LLFREE_BALLOON_CHILD_SOFT
 #define HARD VIRTIO_LLFREE_BALLOON_CHILD_HARD
+#define FREE_SEEN VIRTIO_LLFREE_BALLOON_CHILD_FREE_SEEN
 
 /*
  * Children reclaimed per hold of a zone lock: installs of the zone wait at
@@ -125,6 +126,7 @@ static uint8_t child_state(const VirtIOLLFreeBalloonZone *z, uint64_t c)
     return z->state[c] & STATE_MASK;
 }
 
+/* Also forgets FREE_SEEN: a child that changes state starts its age anew */
 static void set_child_state(VirtIOLLFreeBalloonZone *z, uint64_t c,
                             uint8_t state)
 {
@@ -510,35 +512,66 @@ static uint64_t vlb_deflate_batch(VirtIOLLFreeBalloon *s,
 }
 
 /*
- * One batch of auto mode in @z: soft-reclaims fully free, installed
- * children of unreserved trees and discards them. Ends the zone's search
- * when it finds nothing more. auto_lock held. Returns the searches made.
+ * Whether child @c of @z is entirely free and not reclaimed. Read from
+ * guest-writable memory: only a hint, llfree_reclaim_at() decides.
+ */
+static bool vlb_child_free(const VirtIOLLFreeBalloonZone *z, uint64_t c)
+{
+    uint64_t frame = c * CHILD_FRAMES;
+
+    return llfree_free_at(&z->llfree, frame, LLFREE_HUGE_ORDER) ==
+           CHILD_FRAMES && !llfree_is_reclaimed(&z->llfree, frame);
+}
+
+/*
+ * One batch of auto mode in @z: looks at up to @max (and VLB_RETURN_SCAN)
+ * children of the pass and soft-reclaims and discards at most VLB_BATCH.
+ * Only memory that stayed free is taken: an installed child seen entirely
+ * free is marked FREE_SEEN; seen free again at the next pass, it is
+ * soft-reclaimed with llfree_reclaim_at() (whole, free, unreserved tree).
+ * Seen in use, or a failed reclaim, clears the mark. auto_lock held.
+ * Returns the children looked at.
  */
 static uint64_t vlb_soft_reclaim_batch(VirtIOLLFreeBalloon *s,
-                                       VirtIOLLFreeBalloonZone *z)
+                                       VirtIOLLFreeBalloonZone *z,
+                                       uint64_t max)
 {
     VLBBatch batch = { 0 };
-    uint64_t searched = 0;
+    uint64_t looked = 0;
 
+    max = MIN(max, VLB_RETURN_SCAN);
     qemu_mutex_lock(&z->lock);
-    while (searched < VLB_BATCH && z->soft_attempts) {
-        llfree_result_t r = llfree_reclaim(&z->llfree, z->soft_cursor, false);
-        uint64_t c = r.frame / CHILD_FRAMES;
+    while (z->soft_left && looked < max && batch.n < VLB_BATCH) {
+        uint64_t c = z->soft_cursor;
+        llfree_result_t r;
 
-        searched++;
-        z->soft_attempts--;
-        if (r.error != LLFREE_OK || c >= z->children) {
-            z->soft_attempts = 0;
-            break;
-        }
-        z->soft_cursor = r.frame + CHILD_FRAMES;
+        z->soft_cursor = c + 1 < z->children ? c + 1 : 0;
+        z->soft_left--;
+        looked++;
         if (z->state[c] & PINNED) {
-            g_array_append_val(z->soft_pinned, r.frame);
             continue;
         }
         if (child_state(z, c) != INSTALLED) {
-            /* Discarded already; the guest cleared the bit itself */
-            vlb_guest_error(z, r.frame, "discarded child was installed");
+            /* Discarded: its word must say reclaimed; if not, set it again */
+            r = llfree_reclaim_at(&z->llfree, c * CHILD_FRAMES, false);
+            if (r.error == LLFREE_OK) {
+                vlb_guest_error(z, r.frame, "discarded child was installed");
+            }
+            continue;
+        }
+        if (!vlb_child_free(z, c)) {
+            z->state[c] &= ~FREE_SEEN;
+            continue;
+        }
+        if (!(z->state[c] & FREE_SEEN)) {
+            /* Taken at the next pass if it is still free then */
+            z->state[c] |= FREE_SEEN;
+            continue;
+        }
+        r = llfree_reclaim_at(&z->llfree, c * CHILD_FRAMES, false);
+        if (r.error != LLFREE_OK) {
+            /* Allocated since the look, or in a reserved tree */
+            z->state[c] &= ~FREE_SEEN;
             continue;
         }
         set_child_state(z, c, SOFT);
@@ -548,11 +581,8 @@ static uint64_t vlb_soft_reclaim_batch(VirtIOLLFreeBalloon *s,
         z->soft_taken++;
     }
     vlb_discard_batch(s, &batch);
-    if (!z->soft_attempts) {
-        vlb_undo_pinned(z, z->soft_pinned, false);
-    }
     qemu_mutex_unlock(&z->lock);
-    return searched;
+    return looked;
 }
 
 /* Resize ---------------------------------------------------------------- */
@@ -838,27 +868,14 @@ static void vlb_unlocked_leave(VirtIOLLFreeBalloon *s)
 
 /* Auto mode ------------------------------------------------------------- */
 
-/* Ends the searches of the auto-mode pass. auto_lock held. */
-static void vlb_auto_end_searches(VirtIOLLFreeBalloon *s)
-{
-    for (uint32_t i = 0; i < s->max_zones; i++) {
-        VirtIOLLFreeBalloonZone *z = vlb_zone(s, i);
-
-        if (z && z->soft_pinned->len) {
-            qemu_mutex_lock(&z->lock);
-            vlb_undo_pinned(z, z->soft_pinned, false);
-            qemu_mutex_unlock(&z->lock);
-        }
-    }
-}
-
 /*
  * One step of an auto-mode pass (the timer starts one every period): soft
- * reclaim zone by zone in batches until @step_children searches or
- * VLB_STEP_NS, then a bottom half carries the pass on, so neither the main
- * loop nor installs wait long. The timer is armed again when the pass
- * ends. Runs in the auto-mode IOThread without the BQL (no listener is
- * registered, vlb_unlocked_enter()) or in the main loop with it.
+ * reclaim zone by zone in batches until @step_children children were
+ * looked at or VLB_STEP_NS, then a bottom half carries the pass on, so
+ * neither the main loop nor installs wait long. The timer is armed again
+ * when the pass ends. Runs in the auto-mode IOThread without the BQL (no
+ * listener is registered, vlb_unlocked_enter()) or in the main loop with
+ * it.
  */
 static void vlb_auto_step(VirtIOLLFreeBalloon *s)
 {
@@ -877,7 +894,7 @@ static void vlb_auto_step(VirtIOLLFreeBalloon *s)
             VirtIOLLFreeBalloonZone *z = vlb_zone(s, i);
 
             if (z) {
-                z->soft_attempts = z->children;
+                z->soft_left = z->children;
                 z->soft_taken = 0;
             }
         }
@@ -887,7 +904,7 @@ static void vlb_auto_step(VirtIOLLFreeBalloon *s)
         VirtIOLLFreeBalloonZone *z = vlb_zone(s, s->auto_zone);
         uint64_t n;
 
-        if (!z || !z->soft_attempts) {
+        if (!z || !z->soft_left) {
             if (z) {
                 trace_virtio_llfree_balloon_auto_reclaim(z->id,
                                                          z->soft_taken);
@@ -895,9 +912,9 @@ static void vlb_auto_step(VirtIOLLFreeBalloon *s)
             s->auto_zone++;
             continue;
         }
-        n = vlb_soft_reclaim_batch(s, z);
+        n = vlb_soft_reclaim_batch(s, z, budget);
         if (!qatomic_read(&s->auto_enabled)) {
-            /* Stopping: vlb_auto_stop() ends the searches */
+            /* Stopping: vlb_auto_stop() abandons the pass */
             qemu_mutex_unlock(&s->auto_lock);
             return;
         }
@@ -910,7 +927,6 @@ static void vlb_auto_step(VirtIOLLFreeBalloon *s)
         }
         budget -= n;
     }
-    vlb_auto_end_searches(s);
     s->auto_in_pass = false;
     timer_mod(s->auto_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
               s->auto_mode_interval);
@@ -958,7 +974,7 @@ static void vlb_auto_start(VirtIOLLFreeBalloon *s)
 /*
  * Stops auto mode and waits for a step in progress, which ends after its
  * current batch once it sees @auto_enabled clear; a pass in progress is
- * abandoned with its PINNED children given back. BQL.
+ * abandoned (it holds no child between batches). BQL.
  */
 static void vlb_auto_stop(VirtIOLLFreeBalloon *s)
 {
@@ -971,7 +987,6 @@ static void vlb_auto_stop(VirtIOLLFreeBalloon *s)
         if (s->auto_main_bh) {
             qemu_bh_cancel(s->auto_main_bh);
         }
-        vlb_auto_end_searches(s);
         s->auto_in_pass = false;
     }
     qemu_mutex_unlock(&s->auto_lock);
@@ -1233,9 +1248,6 @@ static void vlb_zone_free(VirtIOLLFreeBalloonZone *z)
     if (z->hard_pinned) {
         g_array_free(z->hard_pinned, true);
     }
-    if (z->soft_pinned) {
-        g_array_free(z->soft_pinned, true);
-    }
     qemu_mutex_destroy(&z->lock);
     qemu_vfree(z->local);
     g_free(z->state);
@@ -1401,9 +1413,8 @@ static uint32_t vlb_register_zone(VirtIOLLFreeBalloon *s,
     z->hard_cursor = 0;
     z->soft_cursor = 0;
     z->hard_pinned = g_array_new(false, false, sizeof(uint64_t));
-    z->soft_pinned = g_array_new(false, false, sizeof(uint64_t));
-    /* A running auto-mode pass that reaches this zone searches it */
-    z->soft_attempts = z->children;
+    /* A running auto-mode pass that reaches this zone looks at it */
+    z->soft_left = z->children;
     *out = z;
     return VIRTIO_LLFREE_BALLOON_S_OK;
 }

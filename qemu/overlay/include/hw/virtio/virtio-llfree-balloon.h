@@ -58,7 +58,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(VirtIOLLFreeBalloon, VIRTIO_LLFREE_BALLOON)
 /*
  * The device's own state of one child, authoritative for every discard,
  * populate, DMA notification and counter update (protocol rule O9). The low
- * two bits are the state; PINNED marks children the device never reclaims.
+ * two bits are the state; PINNED marks children the device never reclaims,
+ * FREE_SEEN installed children auto mode saw entirely free at its last pass.
  */
 typedef enum VirtIOLLFreeBalloonChildState {
     /* Backed; the guest may allocate it */
@@ -72,6 +73,12 @@ typedef enum VirtIOLLFreeBalloonChildState {
 #define VIRTIO_LLFREE_BALLOON_CHILD_STATE_MASK 0x3
 /* Not entirely in boot RAM, or holds a registered array or counter */
 #define VIRTIO_LLFREE_BALLOON_CHILD_PINNED 0x4
+/*
+ * Auto mode saw the child installed and entirely free at its last pass: it
+ * is soft-reclaimed if still free at the next one. A hint about guest
+ * memory, cleared by every state change.
+ */
+#define VIRTIO_LLFREE_BALLOON_CHILD_FREE_SEEN 0x8
 
 /* A contiguous piece of guest-physical space backed by the machine's RAM */
 typedef struct VirtIOLLFreeBalloonRamRange {
@@ -114,13 +121,14 @@ typedef struct VirtIOLLFreeBalloonZone {
     QemuMutex lock;
     /* llfree attached to the guest's arrays; transitions under @lock */
     llfree_t llfree;
-    /* Per child: VirtIOLLFreeBalloonChildState | PINNED */
+    /* Per child: VirtIOLLFreeBalloonChildState | PINNED | FREE_SEEN */
     uint8_t *state;
     /* Children in state HARD and SOFT */
     uint64_t hard;
     uint64_t soft;
-    /* Frame where the next hard / soft reclaim search starts */
+    /* Frame where the next hard reclaim search starts */
     uint64_t hard_cursor;
+    /* Child auto mode looks at next */
     uint64_t soft_cursor;
 
     /* The running resize pass (BQL) */
@@ -132,9 +140,8 @@ typedef struct VirtIOLLFreeBalloonZone {
     uint64_t return_cursor;
     uint64_t return_left;
 
-    /* The running auto-mode pass (auto_lock) */
-    uint64_t soft_attempts;
-    GArray *soft_pinned;
+    /* The running auto-mode pass (auto_lock): children it may still look at */
+    uint64_t soft_left;
     /* Children soft-reclaimed in this pass */
     uint64_t soft_taken;
 } VirtIOLLFreeBalloonZone;
