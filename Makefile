@@ -71,6 +71,7 @@ e2e-check: qemu guest-images deps-vm
 	tests/e2e/test_install_large.py
 	tests/e2e/test_driver_reset.py
 	tests/e2e/test_pagecache.py
+	tests/e2e/test_cache_trim.py
 	tests/e2e/test_malicious.py
 
 # benchmarks never gate CI: not part of check

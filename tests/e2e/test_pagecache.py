@@ -17,9 +17,7 @@ random data. Checks:
 
 """
 
-import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,50 +27,23 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e import (CHILD, GIB, MIB, QMP, REPO, Checks, finish, QMPError, run_test, vm)  # noqa: E402
+from pagecache_disk import have_mkfs, make_disk, meminfo  # noqa: E402
 
 RAM = 4 * GIB
 TARGET = 1536 * MIB
 FILE_SIZE = 2 * GIB
 
 
-def make_disk(tmp):
-    """An ext4 image with data.bin (FILE_SIZE random bytes); returns
-    (image path, md5 of the file)."""
-    root = os.path.join(tmp, "root")
-    os.makedirs(root)
-    md5 = hashlib.md5()
-    with open("/dev/urandom", "rb") as src, open(os.path.join(root, "data.bin"), "wb") as dst:
-        left = FILE_SIZE
-        while left:
-            chunk = src.read(min(left, 16 * MIB))
-            md5.update(chunk)
-            dst.write(chunk)
-            left -= len(chunk)
-    image = os.path.join(tmp, "disk.img")
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", root, image,
-                    "%dM" % (FILE_SIZE // MIB + 256)], check=True, stdout=subprocess.DEVNULL)
-    shutil.rmtree(root)
-    return image, md5.hexdigest()
-
-
-def meminfo(g, key):
-    """A /proc/meminfo value of the guest in MiB, or None."""
-    status, out = g.shell("grep '^%s:' /proc/meminfo" % key)
-    m = re.search(r"(\d+) kB", " ".join(out)) if status == 0 else None
-    return int(m.group(1)) // 1024 if m else None
-
-
 def main():
     found = vm.variant_or_skip("llfree")
     if not found:
         return 77
-    if not shutil.which("mkfs.ext4"):
-        print("SKIP: mkfs.ext4 missing (scripts/install-deps.sh vm)")
+    if not have_mkfs():
         return 77
     checks = Checks()
     tmp = tempfile.mkdtemp(prefix="ha-e2e-")
     try:
-        image, md5 = make_disk(tmp)
+        image, md5 = make_disk(tmp, FILE_SIZE)
         sock = os.path.join(tmp, "qmp.sock")
         args = vm.llfree_device_args(sock, extra="shrink-pagecache=on") + [
             "-drive", "file=%s,if=virtio,format=raw,cache=none" % image]

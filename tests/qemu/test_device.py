@@ -273,6 +273,16 @@ def test_auto_mode_interval_zero():
                 "auto-mode-interval")
 
 
+def test_cache_trim_checked():
+    start_fails(["-device", f"{DEV},shrink-pagecache=on,"
+                 "auto-mode-cache-trim=101"], "auto-mode-cache-trim",
+                "percentage")
+    start_fails(["-device", f"{DEV},auto-mode-cache-trim=10"],
+                "auto-mode-cache-trim", "shrink-pagecache=on")
+    start_fails(["-device", f"{DEV},shrink-pagecache=on,auto-mode=off,"
+                 "auto-mode-cache-trim=10"], "auto-mode=on")
+
+
 def test_auto_mode_iothread_unknown():
     start_fails(["-device", f"{DEV},auto-mode-iothread=nope"],
                 "auto-mode-iothread")
@@ -387,7 +397,7 @@ def test_device_properties_listed():
         props = vm.qmp.execute("device-list-properties", {"typename": DEV})
         names = {p["name"] for p in props}
         for want in ("auto-mode", "auto-mode-interval", "auto-mode-iothread",
-                     "shrink-pagecache", MAPPING):
+                     "shrink-pagecache", "auto-mode-cache-trim", MAPPING):
             check(want in names, f"{want} not a property of {DEV}")
 
 
@@ -1070,6 +1080,52 @@ def test_protocol_auto_mode_ages_children():
             check(z.counter("free") == 0x10000, "auto mode changed counters")
     finally:
         trace.close()
+
+
+def test_protocol_auto_cache_trim():
+    """auto-mode-cache-trim=25: once a period auto mode asks the guest to
+    drop a quarter of its page cache (the file-page counter, clamped to
+    the RAM however the guest sets it), at most one request at a time,
+    nothing below one child's worth, and without touching the size."""
+    vm, dev = protocol_vm(",auto-mode-interval=100,shrink-pagecache=on,"
+                          "auto-mode-cache-trim=25",
+                          features=F_VERSION_1 | F_SHRINK)
+
+    def periods(n, seq):
+        for _ in range(n):
+            dev.qt.clock_step(100 * 1000 * 1000)
+        deadline = time.monotonic() + 5
+        while device_config(dev)["shrink_seq"] != seq:
+            check(time.monotonic() < deadline,
+                  f"shrink_seq {device_config(dev)['shrink_seq']}, not {seq}")
+            time.sleep(0.02)
+        return device_config(dev)["shrink_pages"]
+
+    def file_pages(z, n):
+        dev.qt.write(z.file_pages, struct.pack("<q", n))
+
+    def done(seq, pages):
+        msg = struct.pack("<HHIQ", 1, 0, seq, pages)
+        check(respond(dev, 1, msg)[0] == S_OK, f"done {seq}")
+
+    with vm:
+        z = FakeZone(dev, 0, 0x10000, 0x10000, 0x1000000)
+        check(respond(dev, 0, z.message())[0] == S_OK, "register")
+        # 1000 file pages: a quarter is less than a child, no request
+        periods(3, 0)
+        file_pages(z, 100000)
+        check(periods(1, 1) == 25000, "request of a quarter")
+        periods(3, 1)
+        done(1, 25000)
+        check(periods(1, 2) == 25000, "next period, next request")
+        file_pages(z, -5)
+        done(2, 0)
+        periods(3, 2)
+        file_pages(z, 1 << 62)
+        check(periods(1, 3) == RAM // 4096 // 4, "clamped to the RAM")
+        info = vm.qmp.execute("query-llfree-balloon")
+        check(info["balloon"] == 0 and info["target"] == RAM and
+              not info["resizing"], f"cache trim resized: {info}")
 
 
 def test_protocol_auto_mode_runs_in_steps():

@@ -602,6 +602,7 @@ static void vlb_report_size(VirtIOLLFreeBalloon *s)
 /* Node file-page counters of the registered zones, each counted once */
 static uint64_t vlb_file_pages(VirtIOLLFreeBalloon *s)
 {
+    int64_t ram_pages = s->ram_size / 4096;
     uint64_t sum = 0;
 
     for (uint32_t i = 0; i < s->max_zones; i++) {
@@ -617,39 +618,47 @@ static uint64_t vlb_file_pages(VirtIOLLFreeBalloon *s)
             }
         }
         if (!seen) {
-            /* Guest-writable: clamp at 0 */
-            sum += MAX(qatomic_read(z->file_pages), 0);
+            /* Guest-writable: clamp to the RAM's pages */
+            sum += MIN(MAX(qatomic_read(z->file_pages), 0), ram_pages);
         }
     }
-    return sum;
+    return MIN(sum, ram_pages);
+}
+
+/* Asks the guest to drop @pages of page cache (rule O10). BQL. */
+static void vlb_send_shrink(VirtIOLLFreeBalloon *s, uint64_t pages)
+{
+    s->shrink_pages = MIN(pages, UINT32_MAX);
+    s->shrink_seq = s->shrink_seq == UINT32_MAX ? 1 : s->shrink_seq + 1;
+    s->shrink_pending = true;
+    trace_virtio_llfree_balloon_shrink_request(s->shrink_seq,
+                                               s->shrink_pages);
+    virtio_notify_config(VIRTIO_DEVICE(s));
+}
+
+static bool vlb_may_shrink(VirtIOLLFreeBalloon *s)
+{
+    return virtio_vdev_has_feature(VIRTIO_DEVICE(s),
+                                   VIRTIO_LLFREE_BALLOON_F_SHRINK_PAGECACHE) &&
+           !s->shrink_pending;
 }
 
 /*
  * Hard reclaim fell @missing children short: ask the guest to drop page
- * cache (rule O10), a bounded number of times per target. BQL.
+ * cache, a bounded number of times per target. BQL.
  */
 static void vlb_request_shrink(VirtIOLLFreeBalloon *s, uint64_t missing)
 {
-    VirtIODevice *vdev = VIRTIO_DEVICE(s);
     uint64_t pages;
 
-    if (!virtio_vdev_has_feature(vdev,
-                                 VIRTIO_LLFREE_BALLOON_F_SHRINK_PAGECACHE) ||
-        s->shrink_pending || s->shrink_rounds >= VLB_SHRINK_MAX_ROUNDS) {
+    if (!vlb_may_shrink(s) || s->shrink_rounds >= VLB_SHRINK_MAX_ROUNDS) {
         return;
     }
     pages = MIN(missing * CHILD_FRAMES, vlb_file_pages(s));
-    pages = MIN(pages, UINT32_MAX);
-    if (!pages) {
-        return;
+    if (pages) {
+        s->shrink_rounds++;
+        vlb_send_shrink(s, pages);
     }
-    s->shrink_pages = pages;
-    s->shrink_seq = s->shrink_seq == UINT32_MAX ? 1 : s->shrink_seq + 1;
-    s->shrink_rounds++;
-    s->shrink_pending = true;
-    trace_virtio_llfree_balloon_shrink_request(s->shrink_seq,
-                                               s->shrink_pages);
-    virtio_notify_config(vdev);
 }
 
 /* Hard reclaim order: never DMA (protocol 12.2) */
@@ -955,6 +964,32 @@ static void vlb_auto_main_cb(void *opaque)
     vlb_auto_step(opaque);
 }
 
+/*
+ * Auto mode's page-cache trim, once a period in the main loop: asks the
+ * guest to drop @cache_trim percent of its page cache. The guest's reclaim
+ * takes the least recently used pages first, so cache the guest keeps
+ * using stays while cache it stopped using fades within a few periods;
+ * the frames that frees go back to the host with the auto-mode passes. A
+ * request waits for the answer to the previous one. BQL.
+ */
+static void vlb_trim_cb(void *opaque)
+{
+    VirtIOLLFreeBalloon *s = opaque;
+
+    if (!qatomic_read(&s->auto_enabled)) {
+        return;
+    }
+    if (vlb_may_shrink(s) && !qatomic_read(&VIRTIO_DEVICE(s)->broken)) {
+        uint64_t pages = vlb_file_pages(s) * s->cache_trim / 100;
+
+        if (pages >= CHILD_FRAMES) {
+            vlb_send_shrink(s, pages);
+        }
+    }
+    timer_mod(s->trim_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
+              s->auto_mode_interval);
+}
+
 /* Starts auto mode once a zone is registered. BQL. */
 static void vlb_auto_start(VirtIOLLFreeBalloon *s)
 {
@@ -967,6 +1002,10 @@ static void vlb_auto_start(VirtIOLLFreeBalloon *s)
         s->auto_in_pass = false;
         timer_mod(s->auto_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
                   s->auto_mode_interval);
+        if (s->trim_timer) {
+            timer_mod(s->trim_timer, qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) +
+                      s->auto_mode_interval);
+        }
     }
     qemu_mutex_unlock(&s->auto_lock);
 }
@@ -988,6 +1027,9 @@ static void vlb_auto_stop(VirtIOLLFreeBalloon *s)
             qemu_bh_cancel(s->auto_main_bh);
         }
         s->auto_in_pass = false;
+    }
+    if (s->trim_timer) {
+        timer_del(s->trim_timer);
     }
     qemu_mutex_unlock(&s->auto_lock);
 }
@@ -1643,9 +1685,12 @@ static void vlb_handle_event(VirtIODevice *vdev, VirtQueue *vq)
                 vdev, VIRTIO_LLFREE_BALLOON_F_SHRINK_PAGECACHE)) {
             status = VIRTIO_LLFREE_BALLOON_S_INVALID;
         } else if (s->shrink_pending && req.seq == s->shrink_seq) {
-            /* Older answers are ignored (rule O10) */
+            /*
+             * Older answers are ignored (rule O10). A target the balloon
+             * falls short of is tried again, whichever request this was.
+             */
             s->shrink_pending = false;
-            retry = true;
+            retry = qatomic_read(&s->balloon_children) < s->target_children;
         }
         trace_virtio_llfree_balloon_event_result(status,
                                                  MIN(req.pages,
@@ -1968,6 +2013,18 @@ static void vlb_realize(DeviceState *dev, Error **errp)
                    VIRTIO_LLFREE_BALLOON_AUTO_MODE_INTERVAL_PROP);
         return;
     }
+    if (s->cache_trim > 100) {
+        error_setg(errp, "'%s' property must be a percentage (0 to 100)",
+                   VIRTIO_LLFREE_BALLOON_CACHE_TRIM_PROP);
+        return;
+    }
+    if (s->cache_trim && (!s->auto_mode || !s->shrink_pagecache)) {
+        error_setg(errp, "'%s' needs '%s=on' and '%s=on'",
+                   VIRTIO_LLFREE_BALLOON_CACHE_TRIM_PROP,
+                   VIRTIO_LLFREE_BALLOON_AUTO_MODE_PROP,
+                   VIRTIO_LLFREE_BALLOON_SHRINK_PAGECACHE_PROP);
+        return;
+    }
     if (!s->step_children) {
         error_setg(errp, "'%s' property must be greater than 0",
                    VIRTIO_LLFREE_BALLOON_STEP_CHILDREN_PROP);
@@ -2062,6 +2119,9 @@ static void vlb_realize(DeviceState *dev, Error **errp)
         s->auto_main_bh = qemu_bh_new_guarded(vlb_auto_main_cb, s,
                                               &dev->mem_reentrancy_guard);
     }
+    if (s->cache_trim) {
+        s->trim_timer = timer_new_ms(QEMU_CLOCK_VIRTUAL, vlb_trim_cb, s);
+    }
     s->resize_bh = qemu_bh_new_guarded(vlb_resize_bh, s,
                                        &dev->mem_reentrancy_guard);
 
@@ -2108,6 +2168,10 @@ static void vlb_unrealize(DeviceState *dev)
     virtio_cleanup(vdev);
     qemu_bh_delete(s->resize_bh);
     s->resize_bh = NULL;
+    if (s->trim_timer) {
+        timer_free(s->trim_timer);
+        s->trim_timer = NULL;
+    }
     if (s->auto_main_bh) {
         qemu_bh_delete(s->auto_main_bh);
         s->auto_main_bh = NULL;
@@ -2414,6 +2478,8 @@ static Property vlb_properties[] = {
                      IOThread *),
     DEFINE_PROP_BOOL(VIRTIO_LLFREE_BALLOON_SHRINK_PAGECACHE_PROP,
                      VirtIOLLFreeBalloon, shrink_pagecache, false),
+    DEFINE_PROP_UINT8(VIRTIO_LLFREE_BALLOON_CACHE_TRIM_PROP,
+                      VirtIOLLFreeBalloon, cache_trim, 0),
     DEFINE_PROP(VIRTIO_LLFREE_BALLOON_IOTHREAD_VQ_MAPPING_PROP,
                 VirtIOLLFreeBalloon, iothread_vq_mapping_list,
                 vlb_prop_iothread_vq_mapping,

@@ -47,6 +47,7 @@ OBJECT_DECLARE_SIMPLE_TYPE(VirtIOLLFreeBalloon, VIRTIO_LLFREE_BALLOON)
 #define VIRTIO_LLFREE_BALLOON_AUTO_MODE_INTERVAL_PROP "auto-mode-interval"
 #define VIRTIO_LLFREE_BALLOON_AUTO_MODE_IOTHREAD_PROP "auto-mode-iothread"
 #define VIRTIO_LLFREE_BALLOON_SHRINK_PAGECACHE_PROP "shrink-pagecache"
+#define VIRTIO_LLFREE_BALLOON_CACHE_TRIM_PROP "auto-mode-cache-trim"
 #define VIRTIO_LLFREE_BALLOON_IOTHREAD_VQ_MAPPING_PROP "iothread-vq-mapping"
 #define VIRTIO_LLFREE_BALLOON_DEBUG_LISTENER_PROP "x-dma-listener"
 #define VIRTIO_LLFREE_BALLOON_STEP_CHILDREN_PROP "x-step-children"
@@ -154,6 +155,8 @@ struct VirtIOLLFreeBalloon {
     uint32_t auto_mode_interval;
     IOThread *auto_mode_iothread;
     bool shrink_pagecache;
+    /* Percent of the guest's page cache auto mode asks it to drop per period */
+    uint8_t cache_trim;
     IOThreadVirtQueueMappingList *iothread_vq_mapping_list;
     /* Children per step of a resize or auto-mode pass (at least 1) */
     uint32_t step_children;
@@ -191,6 +194,8 @@ struct VirtIOLLFreeBalloon {
     QEMUBH *auto_main_bh;
     /* Next step of the resize pass, in the main loop */
     QEMUBH *resize_bh;
+    /* Auto mode's page-cache trim (@cache_trim > 0), in the main loop */
+    QEMUTimer *trim_timer;
 
     /* BQL */
     /* Registered zones by id; NULL if not registered (see below) */
