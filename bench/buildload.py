@@ -13,9 +13,14 @@ Candidates (the same QEMU binary; machines from bench/resize.py):
               memory + virtio-mem-pci (block size 2 MiB) over MEM - 1 GiB,
               resized by the host policy VirtioMemPolicy below.
   hyperalloc  llfree kernel, virtio-llfree-balloon auto-mode=on with
-              auto-mode-interval (default 2000 ms, the delay of free page
-              reporting) in an IOThread, shrink-pagecache=on. Every interval
-              the device soft-reclaims every free, installed 2 MiB frame.
+              auto-mode-interval (default 1000 ms: memory goes back 1-2 s
+              after the guest freed it, like free page reporting's 2 s
+              delay) in an IOThread, shrink-pagecache=on. Every interval
+              the device soft-reclaims every installed 2 MiB frame that was
+              free at the previous pass too.
+  hyperalloc-trim  the same with auto-mode-cache-trim (default 20 %): every
+              interval the device also asks the guest to drop that share of
+              its page cache (the least recently used first).
 
 The workload is guest/tools/ha-build.sh (/bin/ha-build): `ha-mem build`
 compile jobs (short-lived processes that read a source file from a virtio-blk
@@ -45,7 +50,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, HERE)
 import resize  # noqa: E402  (machines of the candidates, machine_info, sizes)
 from hyperalloc import vm as guestvm  # noqa: E402
-from hyperalloc.hostmem import GIB, MIB, rss  # noqa: E402
+from hyperalloc.hostmem import GIB, MIB, PeriodicSampler, rss  # noqa: E402
 from hyperalloc.qmp import QMP, QMPError  # noqa: E402
 
 parse_size, qemu_size, machine_info = resize.parse_size, resize.qemu_size, resize.machine_info
@@ -53,7 +58,8 @@ parse_size, qemu_size, machine_info = resize.parse_size, resize.qemu_size, resiz
 BOOT_MEM = 1 * GIB          # virtio-mem: boot memory; the device holds the rest
 MEM_STEP = 256 * MIB        # virtio-mem policy: step
 MEM_HEADROOM = 512 * MIB    # virtio-mem policy: MemFree the host keeps free
-AUTO_INTERVAL_MS = 2000     # HyperAlloc: auto-mode-interval
+AUTO_INTERVAL_MS = 1000     # HyperAlloc: auto-mode-interval (reclaim 1-2 periods after a free)
+CACHE_TRIM_PCT = 20         # HyperAlloc with cache trim: auto-mode-cache-trim
 SRC_FILE = 8 * MIB          # size of one "source file" on the disk
 
 SAMPLE_RE = re.compile(r"@@MEM ([0-9.]+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)")
@@ -202,9 +208,12 @@ class HyperAllocAuto(Candidate):
     name, label = "hyperalloc", "HyperAlloc auto"
     base = resize.CANDIDATES["hyperalloc"]
 
+    def device_options(self, cfg):
+        return "shrink-pagecache=on"
+
     def machine(self, cfg):
         args = guestvm.llfree_device_args(auto_mode=True, interval_ms=cfg.interval,
-                                          iothread="auto0", extra="shrink-pagecache=on")
+                                          iothread="auto0", extra=self.device_options(cfg))
         return qemu_size(cfg.mem), args, ""
 
     def poll(self, vm, sample):
@@ -220,6 +229,19 @@ class HyperAllocAuto(Candidate):
                 "page-cache shrink (which answers a hard-reclaim shortfall) never fires")
 
 
+class HyperAllocCacheTrim(HyperAllocAuto):
+    name, label = "hyperalloc-trim", "HyperAlloc auto + cache trim"
+
+    def device_options(self, cfg):
+        return "shrink-pagecache=on,auto-mode-cache-trim=%d" % cfg.cache_trim
+
+    def policy(self):
+        return ("as HyperAlloc auto, plus auto-mode-cache-trim=<cache trim>: every interval "
+                "the device also asks the guest to drop that share of its page cache (the "
+                "guest reclaims its least recently used cache first); the frames that frees "
+                "go back with the next passes")
+
+
 class _Target:
     """cfg with target = the virtio-mem boot memory, for resize.VirtioMem.machine."""
 
@@ -227,7 +249,8 @@ class _Target:
         self.mem, self.target = cfg.mem, target
 
 
-CANDIDATES = {c.name: c for c in (FreePageReporting(), VirtioMemPolicy(), HyperAllocAuto())}
+CANDIDATES = {c.name: c for c in (FreePageReporting(), VirtioMemPolicy(), HyperAllocAuto(),
+                                  HyperAllocCacheTrim())}
 
 
 class BuildVM:
@@ -391,42 +414,29 @@ def ram_rss(pid):
     return total
 
 
-class HostSampler:
+class HostSampler(PeriodicSampler):
     """Samples the RSS of several QEMU processes together at 1 Hz; a process
     that is gone counts 0. samples: (host monotonic t, [bytes per pid]);
     ram: the same for ram_rss() (guest RAM only), aligned with samples."""
 
     def __init__(self, pids, period=1.0):
-        self.pids, self.period = list(pids), period
+        super().__init__(period)
+        self.pids = list(pids)
         self.samples = []
         self.ram = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        nxt = time.monotonic()
-        while True:
-            values, ram = [], []
-            for pid in self.pids:
-                try:
-                    values.append(rss(pid))
-                    ram.append(ram_rss(pid))
-                except (OSError, RuntimeError, ValueError):
-                    values.append(0)
-                    ram.append(0)
-            self.ram.append(ram)
-            self.samples.append((time.monotonic(), values))
-            nxt += self.period
-            if self._stop.wait(max(0.0, nxt - time.monotonic())):
-                return
+    def sample(self):
+        values, ram = [], []
+        for pid in self.pids:
+            try:
+                values.append(rss(pid))
+                ram.append(ram_rss(pid))
+            except (OSError, RuntimeError, ValueError):
+                values.append(0)
+                ram.append(0)
+        self.ram.append(ram)
+        self.samples.append((time.monotonic(), values))
+        return True
 
 
 def integral(points, t0, t1):

@@ -22,7 +22,8 @@ Load: three TCG VMs share the 2 host cores here, so each VM has 1 vCPU
 Ratios between candidates carry over, absolute times do not.
 
 Usage: bench/multivm.py [--quick] [--mem 2G] [--smp 1] [--interval MS]
-                        [--candidates fpr,virtio-mem,hyperalloc] [--out DIR]
+                        [--cache-trim PCT]
+                        [--candidates fpr,virtio-mem,hyperalloc,hyperalloc-trim] [--out DIR]
 Output in DIR (default build/bench/multivm/): multivm-<time>.csv (timeline:
 every host sample and VM), multivm-<time>-summary.csv, multivm-<time>.txt,
 multivm-<time>.png, and each VM's serial console.
@@ -55,6 +56,8 @@ def parse_args(argv):
     p.add_argument("--smp", type=int, default=1, help="vCPUs per VM (default 1)")
     p.add_argument("--interval", type=int, default=bl.AUTO_INTERVAL_MS,
                    help="HyperAlloc auto-mode-interval in ms (default %(default)s)")
+    p.add_argument("--cache-trim", type=int, default=bl.CACHE_TRIM_PCT,
+                   help="auto-mode-cache-trim of hyperalloc-trim in %% (default %(default)s)")
     p.add_argument("--count", type=int, help="compile jobs per VM (default 600, quick 150)")
     p.add_argument("--build", type=int, help="longest build in seconds (default 1800, quick 400)")
     p.add_argument("--idle", type=int, help="idle phase seconds (default 60, quick 20)")
@@ -75,6 +78,8 @@ def parse_args(argv):
                          sources=cfg.mem // 8 // bl.SRC_FILE, obj="4M",
                          objects=cfg.mem // 8 // (4 * MIB))
     cfg.stagger = cfg.stagger if cfg.stagger is not None else (40 if q else 120)
+    if not 0 <= cfg.cache_trim <= 100:
+        p.error("--cache-trim must be a percentage (0 to 100)")
     cfg.candidates = [c.strip() for c in cfg.candidates.split(",") if c.strip()]
     for c in cfg.candidates:
         if c not in bl.CANDIDATES:
@@ -159,7 +164,8 @@ def plot(path, results, cfg):
     if not plt:
         print("no matplotlib (apt-get install python3-matplotlib): no plot")
         return None
-    colors = {"fpr": "#e6550d", "virtio-mem": "#31a354", "hyperalloc": "#3182bd"}
+    colors = {"fpr": "#e6550d", "virtio-mem": "#31a354", "hyperalloc": "#3182bd",
+              "hyperalloc-trim": "#08306b"}
     n = len(results)
     fig, axes = plt.subplots(n + 1, 1, figsize=(9, 2.3 * (n + 1)), sharex=True, squeeze=False)
     top = axes[0, 0]
@@ -214,7 +220,8 @@ def main(argv=None):
         "workload per VM: " + cfg.wl.describe(),
         "stagger: VM i idles i * %d s before its build and (%d - i) * %d s after its drop"
         % (cfg.stagger, NVMS - 1, cfg.stagger),
-        "HyperAlloc auto-mode-interval: %d ms" % cfg.interval,
+        "HyperAlloc auto-mode-interval: %d ms; cache trim: %d %%" % (cfg.interval,
+                                                                     cfg.cache_trim),
         "command: bench/multivm.py %s" % " ".join(sys.argv[1:] if argv is None else argv)]
     header += ["policy %s: %s" % (bl.CANDIDATES[c].label, bl.CANDIDATES[c].policy())
                for c in cfg.candidates]

@@ -24,11 +24,15 @@
 
 /* Reservation rounds before falling back to unreserved trees */
 #define RESERVE_ATTEMPTS 4
+/* Search passes of reserve_new(), see reserve_candidate() */
+#define RESERVE_PASSES 4
 /* A reserved partially used tree should have at least 1/8 free */
 #define RESERVE_MIN_SHIFT 3
 /* Partially used trees are looked for near the last one (1 GiB) */
 #define RESERVE_NEAR_TREES 64
 #define RESERVE_NEAR_HUGE_TREES 8
+/* Free trees the host has not reclaimed are looked for within 4 GiB */
+#define RESERVE_INSTALLED_TREES 256
 #define NO_TREE (~0ull)
 
 llfree_meta_size_t llfree_metadata_size(size_t cores, uint64_t frames)
@@ -309,10 +313,26 @@ static void unreserve(llfree_t *self, uint64_t r)
 		llfree_assert(false);
 }
 
-/* Whether tree entry v suits a new reservation in search pass `pass` */
-static bool reserve_candidate(uint16_t v, unsigned pass, unsigned kind,
-			      unsigned n, unsigned cap)
+/*
+ * Whether no child of tree `t` is reclaimed. A snapshot only: the host may
+ * reclaim a child right after, the allocation itself still checks.
+ */
+static bool tree_installed(const llfree_t *self, uint64_t t)
 {
+	uint64_t first = t * LLFREE_TREE_CHILDREN;
+
+	for (unsigned i = 0; i < tree_children(self, t); i++) {
+		if (child_reclaimed(llfree_load_relaxed16(child_at(self, first + i))))
+			return false;
+	}
+	return true;
+}
+
+/* Whether tree `t` suits a new reservation in search pass `pass` */
+static bool reserve_candidate(const llfree_t *self, uint64_t t, unsigned pass,
+			      unsigned kind, unsigned n, unsigned cap)
+{
+	uint16_t v = llfree_load_relaxed16(tree_at(self, t));
 	unsigned free = tree_free(v);
 
 	if (tree_reserved(v) || free < n)
@@ -321,7 +341,13 @@ static bool reserve_candidate(uint16_t v, unsigned pass, unsigned kind,
 	case 0: /* partially used by the same kind, nearby */
 		return tree_kind(v) == kind && free < cap &&
 		       free >= (cap >> RESERVE_MIN_SHIFT);
-	case 1: /* entirely free */
+	case 1: /*
+		 * entirely free and backed by the host: memory freed a moment
+		 * ago is used again before memory that would need installs,
+		 * so the host's reclaim does not turn into install churn
+		 */
+		return free == cap && tree_installed(self, t);
+	case 2: /* entirely free */
 		return free == cap;
 	default: /* anything with enough room */
 		return true;
@@ -329,8 +355,9 @@ static bool reserve_candidate(uint16_t v, unsigned pass, unsigned kind,
 }
 
 /*
- * Trees searched by pass 0; later passes search all trees. Huge
- * reservations last only 8 allocations, so they look less far.
+ * Trees searched by passes 0 and 1 (pass 1 reads children, so its cost
+ * must not grow with the memory size); later passes search all trees. Huge
+ * reservations last only 8 allocations, so pass 0 looks less far for them.
  */
 static uint64_t reserve_window(const llfree_t *self, unsigned pass,
 			       unsigned kind)
@@ -338,9 +365,11 @@ static uint64_t reserve_window(const llfree_t *self, unsigned pass,
 	uint64_t near = kind == LLFREE_KIND_HUGE ? RESERVE_NEAR_HUGE_TREES :
 						   RESERVE_NEAR_TREES;
 
-	if (pass == 0 && self->trees_len > near)
-		return near;
-	return self->trees_len;
+	if (pass == 1)
+		near = RESERVE_INSTALLED_TREES;
+	else if (pass > 1)
+		return self->trees_len;
+	return self->trees_len > near ? near : self->trees_len;
 }
 
 /* Replace the core's reservation for `kind` by another tree (not `exclude`) */
@@ -355,17 +384,17 @@ static bool reserve_new(llfree_t *self, size_t core, unsigned kind, unsigned n,
 		start = local_tree(old);
 	unreserve(self, old);
 
-	for (unsigned pass = 0; pass < 3; pass++) {
+	for (unsigned pass = 0; pass < RESERVE_PASSES; pass++) {
 		for (uint64_t i = 0; i < reserve_window(self, pass, kind); i++) {
 			uint64_t t = (start + i) % self->trees_len;
 			unsigned cap = tree_capacity(self, t), taken;
 
 			if (t == exclude ||
-			    !reserve_candidate(llfree_load_relaxed16(tree_at(self, t)),
-					       pass, kind, n, cap))
+			    !reserve_candidate(self, t, pass, kind, n, cap))
 				continue;
-			if (!tree_cas_reserve(tree_at(self, t), n, kind, pass == 2,
-					      cap, &taken))
+			if (!tree_cas_reserve(tree_at(self, t), n, kind,
+					      pass == RESERVE_PASSES - 1, cap,
+					      &taken))
 				continue;
 			if (!local_cas_set(r, t, taken)) {
 				/* another thread of this core reserved first */

@@ -403,6 +403,47 @@ TEST(reclaim_guest_prefers_installed)
 	}
 }
 
+/*
+ * A new reservation takes an entirely free tree the host has not reclaimed
+ * before a reclaimed one, even further away; only when every free tree is
+ * reclaimed does the allocation need an install.
+ */
+TEST(reclaim_guest_prefers_installed_tree)
+{
+	const unsigned per_tree = LLFREE_TREE_CHILDREN;
+
+	for (size_t order = 0; order <= 9; order += 9) {
+		struct tl t;
+		llfree_result_t r;
+
+		if (!tl_init(&t, 1, 4 * TREE, LLFREE_INIT_FREE))
+			return;
+		/* trees 0, 1 and 3 reclaimed, tree 2 backed */
+		for (uint64_t c = 0; c < 4 * per_tree; c++) {
+			if (c / per_tree != 2)
+				check_ok(tl_reclaim_child(&t, c, false));
+		}
+		r = llfree_get(&t.ll, 0, order, true);
+		check_ok(r);
+		check(!r.reclaimed);
+		check_eq(r.frame / TREE, 2);
+		check(llfree_validate(&t.ll));
+
+		/* tree 2 used up: the next reservation has to install */
+		for (uint64_t c = 2 * per_tree; c < 3 * per_tree; c++) {
+			if (c != r.frame / CHILD)
+				check_ok(llfree_get_at(&t.ll, 0, c * CHILD, 9));
+		}
+		llfree_drain(&t.ll, 0);
+		r = llfree_get(&t.ll, 0, order, true);
+		check_ok(r);
+		check(r.reclaimed);
+		check(r.frame / TREE != 2);
+		check(llfree_validate(&t.ll));
+		tl_free(&t);
+	}
+}
+
 /* Install callback that records the children and installs them */
 struct installs {
 	llfree_t *ll;

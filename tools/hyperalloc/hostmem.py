@@ -16,14 +16,13 @@ def rss(pid):
     raise RuntimeError("no VmRSS for pid %d" % pid)
 
 
-class RssSampler:
-    """Samples rss(pid) every period seconds in a thread; use as a context
-    manager. samples holds (seconds since start, bytes); a process that is
-    gone ends the sampling."""
+class PeriodicSampler:
+    """Calls sample() every period seconds (at a fixed rate) in a thread
+    while used as a context manager, until sample() returns False. start is
+    the host monotonic time the sampling began."""
 
-    def __init__(self, pid, period=1.0):
-        self.pid, self.period = pid, period
-        self.samples = []
+    def __init__(self, period=1.0):
+        self.period = period
         self.start = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -38,14 +37,33 @@ class RssSampler:
         self._thread.join()
 
     def _run(self):
-        while True:
-            try:
-                value = rss(self.pid)
-            except (OSError, RuntimeError):
+        due = time.monotonic()
+        while self.sample():
+            due += self.period
+            if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
-            self.samples.append((time.monotonic() - self.start, value))
-            if self._stop.wait(self.period):
-                return
+
+    def sample(self):
+        """Takes one sample; False ends the sampling."""
+        raise NotImplementedError
+
+
+class RssSampler(PeriodicSampler):
+    """Samples rss(pid) every period seconds. samples holds (seconds since
+    start, bytes); a process that is gone ends the sampling."""
+
+    def __init__(self, pid, period=1.0):
+        super().__init__(period)
+        self.pid = pid
+        self.samples = []
+
+    def sample(self):
+        try:
+            value = rss(self.pid)
+        except (OSError, RuntimeError):
+            return False
+        self.samples.append((time.monotonic() - self.start, value))
+        return True
 
     def peak(self):
         """Largest sample in bytes (0 without samples)."""

@@ -389,25 +389,20 @@ static void vlb_adjust_free_pages(VirtIOLLFreeBalloonZone *z, int64_t delta)
 /* Reclaim and return (zone lock per batch) -------------------------------- */
 
 /*
- * Gives back children a search took although they are PINNED. They stay
- * taken while the search runs, so llfree does not offer them again; the
- * guest cannot allocate hard ones, and an install of a soft one in between
- * just clears the bit (the device's state is INSTALLED). Zone lock held.
+ * Gives back children the resize search took although they are PINNED.
+ * They stay hard-reclaimed while the search runs, so llfree does not offer
+ * them again and the guest cannot allocate them. Zone lock held.
  */
-static void vlb_undo_pinned(VirtIOLLFreeBalloonZone *z, GArray *pinned,
-                            bool hard)
+static void vlb_undo_pinned(VirtIOLLFreeBalloonZone *z, GArray *pinned)
 {
     for (guint i = 0; i < pinned->len; i++) {
         uint64_t frame = g_array_index(pinned, uint64_t, i);
-        llfree_result_t r = { .error = LLFREE_OK };
+        llfree_result_t r = llfree_return(&z->llfree, frame);
 
-        if (hard) {
-            r = llfree_return(&z->llfree, frame);
-        }
         if (r.error == LLFREE_OK) {
             r = llfree_install(&z->llfree, frame);
         }
-        if (r.error != LLFREE_OK && hard) {
+        if (r.error != LLFREE_OK) {
             vlb_guest_error(z, frame, "cannot undo a reclaim");
         }
     }
@@ -464,7 +459,7 @@ static uint64_t vlb_inflate_batch(VirtIOLLFreeBalloon *s,
     }
     vlb_discard_batch(s, &batch);
     if (!z->hard_attempts) {
-        vlb_undo_pinned(z, z->hard_pinned, true);
+        vlb_undo_pinned(z, z->hard_pinned);
     }
     qemu_mutex_unlock(&z->lock);
     return searched;
@@ -755,7 +750,7 @@ static void vlb_resize_end_searches(VirtIOLLFreeBalloon *s)
 
         if (z && z->hard_pinned->len) {
             qemu_mutex_lock(&z->lock);
-            vlb_undo_pinned(z, z->hard_pinned, true);
+            vlb_undo_pinned(z, z->hard_pinned);
             qemu_mutex_unlock(&z->lock);
         }
     }
