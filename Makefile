@@ -63,6 +63,7 @@ guest-check: qemu guest-images deps-vm
 	tests/guest/debug-stress.sh
 
 e2e-check: qemu guest-images deps-vm
+	tools/hyperalloc/test_console.py
 	tests/e2e/test_resize.py
 	tests/e2e/test_coexist_reboot.py
 	tests/e2e/test_auto.py

@@ -36,15 +36,21 @@ BAD_PATTERNS = ("WARNING:", "BUG:", "Oops", "Kernel panic", "UBSAN:", "Call Trac
 OOM_START = "invoked oom-killer:"
 OOM_VICTIM = ("Out of memory: Killed process", "Memory cgroup out of memory: Killed process")
 OOM_FRAME = "out_of_memory+"
+# An allocation-failure report (warn_alloc(): "page allocation failure",
+# "vmemmap alloc failure"): the kernel tells that an allocation it can do
+# without failed, and dumps the stack through warn_alloc().
+ALLOC_FAILURE_FRAME = "warn_alloc+"
 
 
 def bad_console_lines(lines, allow_oom_kill=False):
     """Returns the lines (strings) that match BAD_PATTERNS.
 
-    With allow_oom_kill, a "Call Trace:" line inside an OOM-killer report is
-    not bad if its trace (up to "</TASK>") goes through out_of_memory(); any
-    other bad pattern inside the report still counts, and so does a report
-    whose trace does not show the OOM path.
+    allow_oom_kill allows the reports of memory pressure: a "Call Trace:"
+    line inside an OOM-killer report whose trace (up to "</TASK>") goes
+    through out_of_memory(), or anywhere with a trace through warn_alloc()
+    (an allocation failure the kernel reports and survives). Any other bad
+    pattern inside such a report still counts, and so does a report whose
+    trace shows neither path.
     """
     bad, in_oom = [], False
     for i, line in enumerate(lines):
@@ -54,14 +60,14 @@ def bad_console_lines(lines, allow_oom_kill=False):
             in_oom = False
         if not any(p in line for p in BAD_PATTERNS):
             continue
-        if allow_oom_kill and in_oom and "Call Trace:" in line and \
+        if allow_oom_kill and "Call Trace:" in line and \
                 not any(p in line for p in BAD_PATTERNS if p != "Call Trace:"):
             trace = []
             for later in lines[i + 1:i + 80]:
                 if "</TASK>" in later:
                     break
                 trace.append(later)
-            if any(OOM_FRAME in t for t in trace):
+            if any(ALLOC_FAILURE_FRAME in t or (in_oom and OOM_FRAME in t) for t in trace):
                 continue
         bad.append(line)
     return bad
