@@ -57,7 +57,7 @@ parse_size, qemu_size, machine_info = resize.parse_size, resize.qemu_size, resiz
 
 BOOT_MEM = 1 * GIB          # virtio-mem: boot memory; the device holds the rest
 MEM_STEP = 256 * MIB        # virtio-mem policy: step
-MEM_HEADROOM = 512 * MIB    # virtio-mem policy: MemFree the host keeps free
+MEM_HEADROOM = 512 * MIB    # virtio-mem policy: least MemFree the host keeps free
 AUTO_INTERVAL_MS = 1000     # HyperAlloc: auto-mode-interval (reclaim 1-2 periods after a free)
 CACHE_TRIM_PCT = 20         # HyperAlloc with cache trim: auto-mode-cache-trim
 SRC_FILE = 8 * MIB          # size of one "source file" on the disk
@@ -164,8 +164,11 @@ class VirtioMemPolicy(Candidate):
       MemFree > HEADROOM + STEP      shrink by one STEP, if the last request is done
                                      (plugged size == requested size)
 
-    between 0 and MEM - BOOT_MEM plugged. Page cache counts as used (like
-    MemFree), so the policy never forces the guest to drop it."""
+    between 0 and MEM - BOOT_MEM plugged, HEADROOM = max(512 MiB, MEM/4): the
+    workload's largest job (MEM/4) must fit before the host can react, or
+    the guest runs out of memory, and then hot-add fails as well (it needs
+    memory for the new memmap). Page cache counts as used (like MemFree), so
+    the policy never forces the guest to drop it."""
 
     name, label = "virtio-mem", "virtio-mem auto"
     base = resize.CANDIDATES["virtio-mem"]
@@ -180,14 +183,19 @@ class VirtioMemPolicy(Candidate):
         return vm.qmp.execute("qom-get", {"path": "/machine/peripheral/vm0",
                                           "property": "size"})
 
+    @staticmethod
+    def headroom(mem):
+        return max(MEM_HEADROOM, mem // 4)
+
     def poll(self, vm, sample):
         cap = vm.cfg.mem - BOOT_MEM
         free = sample["free"]
         plugged = self.plugged(vm)
         want = vm.requested
-        if free < MEM_HEADROOM:
-            want = min(cap, want + math.ceil((MEM_HEADROOM - free) / MEM_STEP) * MEM_STEP)
-        elif free > MEM_HEADROOM + MEM_STEP and plugged == vm.requested:
+        room = self.headroom(vm.cfg.mem)
+        if free < room:
+            want = min(cap, want + math.ceil((room - free) / MEM_STEP) * MEM_STEP)
+        elif free > room + MEM_STEP and plugged == vm.requested:
             want = max(0, want - MEM_STEP)
         if want != vm.requested:
             vm.qmp.execute("qom-set", {"path": "/machine/peripheral/vm0",
@@ -197,11 +205,12 @@ class VirtioMemPolicy(Candidate):
 
     def policy(self):
         return ("%d MiB boot memory + virtio-mem-pci (block 2 MiB) over the rest, plugged at "
-                "boot; once per guest sample (about 1 s): MemFree < %d MiB -> requested-size "
-                "+= ceil(deficit / %d MiB) steps; MemFree > %d MiB and the last request done "
-                "-> requested-size -= %d MiB"
-                % (BOOT_MEM // MIB, MEM_HEADROOM // MIB, MEM_STEP // MIB,
-                   (MEM_HEADROOM + MEM_STEP) // MIB, MEM_STEP // MIB))
+                "boot; once per guest sample (about 1 s), with HEADROOM = max(%d MiB, MEM/4, "
+                "the largest job): MemFree < HEADROOM -> requested-size += ceil(deficit / %d "
+                "MiB) steps; MemFree > HEADROOM + %d MiB and the last request done -> "
+                "requested-size -= %d MiB"
+                % (BOOT_MEM // MIB, MEM_HEADROOM // MIB, MEM_STEP // MIB, MEM_STEP // MIB,
+                   MEM_STEP // MIB))
 
 
 class HyperAllocAuto(Candidate):
