@@ -49,3 +49,14 @@ def meminfo(g, key):
     """A /proc/meminfo value of the guest in MiB, or None."""
     kib = guest_stat(g, "/proc/meminfo", key)
     return kib // 1024 if kib is not None else None
+
+
+def check_data(g, checks, md5):
+    """Waits for the `ha-mem stress` started in the background (its pid in
+    /tmp/stress.pid) and checks its verdict, then checks data.bin's md5."""
+    status, out = g.shell("wait $(cat /tmp/stress.pid); s=$?; tail -n 1 /tmp/stress.log; "
+                          "[ $s = 0 ]", timeout=300)
+    checks.check(status == 0, "anonymous data intact", " ".join(out[-1:]))
+    status, out = g.shell("md5sum /mnt/data.bin", timeout=900)
+    checks.check(status == 0 and out and out[-1].split()[0] == md5,
+                 "file data intact", " ".join(out[-1:]))

@@ -29,7 +29,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e import (GIB, MIB, QMP, REPO, Checks, finish, QMPError, rss, run_test, vm,  # noqa: E402
                  wait_until)
-from pagecache_disk import guest_stat, have_mkfs, make_disk, meminfo  # noqa: E402
+from pagecache_disk import check_data, guest_stat, have_mkfs, make_disk, meminfo  # noqa: E402
 
 RAM = 2 * GIB
 FILE_SIZE = 1 * GIB
@@ -79,12 +79,7 @@ def main():
             checks.check(info["actual"] == RAM and info["target"] == RAM,
                          "VM keeps its size", str(info))
 
-            status, out = g.shell("wait $(cat /tmp/stress.pid); s=$?; tail -n 1 /tmp/stress.log; "
-                                  "[ $s = 0 ]", timeout=300)
-            checks.check(status == 0, "anonymous data intact", " ".join(out[-1:]))
-            status, out = g.shell("md5sum /mnt/data.bin", timeout=900)
-            checks.check(status == 0 and out and out[-1].split()[0] == md5,
-                         "file data intact", " ".join(out[-1:]))
+            check_data(g, checks, md5)
             g.shell("umount /mnt")
             g.send("exit\n")
             res = g.wait_exit(60)

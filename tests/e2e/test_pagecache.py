@@ -27,7 +27,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e import (CHILD, GIB, MIB, QMP, REPO, Checks, finish, QMPError, run_test, vm)  # noqa: E402
-from pagecache_disk import have_mkfs, make_disk, meminfo  # noqa: E402
+from pagecache_disk import check_data, have_mkfs, make_disk, meminfo  # noqa: E402
 
 RAM = 4 * GIB
 TARGET = 1536 * MIB
@@ -82,12 +82,7 @@ def main():
             shrinks = [l for _, l in g.result.lines if "shrink report" in l]
             checks.check(not shrinks, "shrink reports delivered", "; ".join(shrinks[:2]))
 
-            status, out = g.shell("wait $(cat /tmp/stress.pid); s=$?; tail -n 1 /tmp/stress.log; "
-                                  "[ $s = 0 ]", timeout=300)
-            checks.check(status == 0, "anonymous data intact", " ".join(out[-1:]))
-            status, out = g.shell("md5sum /mnt/data.bin", timeout=900)
-            checks.check(status == 0 and out and out[-1].split()[0] == md5,
-                         "file data intact", " ".join(out[-1:]))
+            check_data(g, checks, md5)
             qmp.execute("llfree-balloon", {"value": RAM})
             g.shell("umount /mnt")
             g.send("exit\n")
