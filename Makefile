@@ -12,17 +12,19 @@
 #   make bench         benchmarks (bench/run.py): resize, automatic
 #                      reclamation, guest interference and three VMs against
 #                      virtio-balloon, free page reporting and virtio-mem
-#                      (over an hour); make bench-quick for a short run;
+#                      (about 2 hours); make bench-quick for a short run;
 #                      results in build/bench/
 #   make bench-kalloc  kernel page allocator: llfree against buddy (TCG);
 #                      KALLOC_ARGS=--quick for a short run
+#   make bench-hostfree what freeing 6 GiB costs other work on this host,
+#                      without a VM (bench/hostfree.c; 3 min)
 #   make e2e-check     end-to-end tests of a running llfree VM (README.md),
 #                      data verified
 #
 # Each target installs the Debian packages it needs (scripts/install-deps.sh).
 
 .PHONY: all demo check llfree-check llfree-bench qemu qemu-check guest \
-	guest-check guest-images e2e-check bench bench-quick bench-kalloc \
+	guest-check guest-images e2e-check bench bench-quick bench-kalloc bench-hostfree \
 	deps-llfree deps-vm clean
 
 all: llfree-check
@@ -86,6 +88,14 @@ bench-quick: qemu guest-images
 
 bench-kalloc: qemu guest-images deps-vm
 	/usr/bin/python3 bench/kalloc.py $(KALLOC_ARGS)
+
+build/bench/hostfree: bench/hostfree.c deps-llfree
+	mkdir -p build/bench
+	gcc -O2 -Wall -Wextra -Werror -pthread -o $@ bench/hostfree.c
+
+bench-hostfree: build/bench/hostfree
+	build/bench/hostfree
+	build/bench/hostfree --hold
 
 check: llfree-check qemu-check guest-check e2e-check
 

@@ -51,9 +51,7 @@ console of each VM. Exit 0 done, 1 a VM failed, 77 skip (a build missing).
 
 import argparse
 import os
-import shutil
 import sys
-import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -68,44 +66,13 @@ SEED = 42
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3 GiB VMs, 160 jobs, 30 s idle and drop")
-    p.add_argument("--mem", type=bl.parse_size, help="VM size (default 4G, quick 3G)")
-    p.add_argument("--smp", type=int, default=2, help="vCPUs (default 2)")
-    p.add_argument("--interval", type=int, default=bl.AUTO_INTERVAL_MS,
-                   help="HyperAlloc auto-mode-interval in ms (default %(default)s)")
-    p.add_argument("--cache-trim", type=int, default=bl.CACHE_TRIM_PCT,
-                   help="auto-mode-cache-trim of hyperalloc-trim in %% (default %(default)s)")
-    p.add_argument("--count", type=int, help="compile jobs of the build (default 1000, quick 160)")
-    p.add_argument("--build", type=int, help="longest build in seconds (default 1800, quick 400)")
-    p.add_argument("--idle", type=int, help="idle phase seconds (default 120, quick 30)")
-    p.add_argument("--drop", type=int, help="drop phase seconds (default 120, quick 30)")
-    p.add_argument("--candidates", default=",".join(bl.CANDIDATES),
-                   help="comma-separated subset of %s" % ",".join(bl.CANDIDATES))
-    p.add_argument("--out", default=OUT, help="output directory (default %(default)s)")
-    cfg = p.parse_args(argv)
-    q = cfg.quick
-    cfg.mem = cfg.mem or (3 * GIB if q else 4 * GIB)
-    if cfg.mem < 2 * GIB or cfg.mem % (2 * MIB):
-        p.error("--mem must be at least 2G and a multiple of 2 MiB")
-    cfg.wl = bl.Workload(count=cfg.count or (160 if q else 1000),
-                         build=cfg.build or (400 if q else 1800),
-                         idle=cfg.idle or (30 if q else 120),
-                         drop=cfg.drop or (30 if q else 120), jobs=2, min_size="16M",
-                         max_size="%dM" % (cfg.mem // 4 // MIB),
-                         sources=cfg.mem // 8 // bl.SRC_FILE, obj="4M",
-                         objects=cfg.mem // 8 // (4 * MIB))
-    if not 0 <= cfg.cache_trim <= 100:
-        p.error("--cache-trim must be a percentage (0 to 100)")
-    cfg.candidates = [c.strip() for c in cfg.candidates.split(",") if c.strip()]
-    for c in cfg.candidates:
-        if c not in bl.CANDIDATES:
-            p.error("unknown candidate '%s'" % c)
-    cfg.stamp = time.strftime("%Y%m%d-%H%M%S")
-    cfg.tmpdir = os.path.join(cfg.out, "tmp-%s" % cfg.stamp)
-    return cfg
+    bl.add_options(p, OUT, mem=(4 * GIB, 3 * GIB), smp=2, count=(1000, 160), idle=(120, 30))
+    return bl.parse_options(p, argv)
 
 
 def run_one(cand, cfg, disk):
-    """Runs the workload in one VM; returns (vm, sampler) or raises."""
+    """Runs the workload in one VM; returns its bl.Run or raises."""
+    print("%s: %d s of workload ..." % (cand.label, cfg.wl.seconds()), flush=True)
     timeout = 300 + cfg.wl.seconds() * 2
     with bl.BuildVM(cand, cfg, "1", cfg.wl.command(SEED), disk, cfg.smp) as vm:
         with bl.HostSampler([vm.pid]) as sampler:
@@ -115,7 +82,12 @@ def run_one(cand, cfg, disk):
     for p in ("build", "idle", "drop", "end"):
         if p not in vm.phases:
             raise RuntimeError("%s: no '%s' phase on the console" % (cand.name, p))
-    return vm, sampler
+    run = bl.Run(cand, [vm], sampler, vm.phases["build"], vm.phases["end"])
+    run.row = row = summarize(cand, vm, sampler)
+    print("  footprint %.2f GiB*min over %.1f min, peak RSS %s GiB, %s jobs, %s killed"
+          % (row["footprint_gib_min"], row["minutes"], bl.fmt(row["peak_rss_gib"]),
+             row["jobs"], row["killed"]), flush=True)
+    return run
 
 
 def summarize(cand, vm, sampler):
@@ -123,7 +95,7 @@ def summarize(cand, vm, sampler):
     pts = [(t, v[0]) for t, v in sampler.samples]
     ph = vm.phases
     t0, t1 = ph["build"], ph["end"]
-    row = {"candidate": cand.name, "label": cand.label,
+    row = {"candidate": cand.name, "label": cand.label, "smp": vm.cfg.smp,
            "footprint_gib_min": bl.footprint_gib_min(pts, t0, t1),
            "minutes": (t1 - t0) / 60}
     for name, a, b in (("build", "build", "idle"), ("idle", "idle", "drop"),
@@ -144,6 +116,12 @@ def summarize(cand, vm, sampler):
     row["killed"] = int(r[2]) if r else None
     row["build_min"] = (ph["idle"] - ph["build"]) / 60
     row["installs"] = vm.installs
+    waited = vm.guest_install_wait("build", "idle")
+    row["build_install_wait_s"] = waited[1] if waited else None
+    times = vm.install_times(ph["build"], ph["idle"])
+    each = times[0] if times else []
+    row["build_install_s"] = sum(each) if each else None
+    row["build_install_median_us"] = each[len(each) // 2] * 1e6 if each else None
     return row
 
 
@@ -154,10 +132,7 @@ def tables(rows):
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ref = next((r for r in rows if r["candidate"] == "fpr"), None)
     for r in rows:
-        vs = ("%+.1f %%" % ((r["footprint_gib_min"] / ref["footprint_gib_min"] - 1) * 100)
-              if ref else "-")
-        vr = ("%+.1f %%" % ((r["ram_gib_min"] / ref["ram_gib_min"] - 1) * 100)
-              if ref and ref["ram_gib_min"] else "-")
+        vs, vr = bl.vs_fpr(r, ref, "footprint_gib_min"), bl.vs_fpr(r, ref, "ram_gib_min")
         lines.append("| %s | %.2f | %s | %.2f | %.2f | %.2f | %.2f | %s | %.2f | %s | %s | %s "
                      "| %.2f | %s | %s |"
                      % (r["label"], r["footprint_gib_min"], vs, r["build_gib_min"],
@@ -181,22 +156,32 @@ def tables(rows):
                     p, ha["%s_gib_min" % p] / ref["%s_gib_min" % p]))
         lines.append("  build duration: %.2f of FPR's; installs: %s"
                      % (ha["build_min"] / ref["build_min"], ha["installs"]))
+        vcpu_s = ha["build_min"] * 60 * ha["smp"]
+        if ha["build_install_wait_s"] is not None:
+            lines.append("  the guest waited %.1f s for installs during the build (its vmstat): "
+                         "%.1f %% of the build's vCPU time"
+                         % (ha["build_install_wait_s"], 100 * ha["build_install_wait_s"] / vcpu_s))
+        if ha["build_install_s"]:
+            lines.append("  QEMU served them in %.1f s (trace, request to result; median %.0f us)"
+                         % (ha["build_install_s"], ha["build_install_median_us"]))
+        lines.append("  the build took %.1f s longer than FPR's (%.1f vCPU-s)"
+                     % ((ha["build_min"] - ref["build_min"]) * 60,
+                        (ha["build_min"] - ref["build_min"]) * 60 * ha["smp"]))
         if ref["ram_gib_min"]:
             lines.append("  guest RAM only (without QEMU's own memory, e.g. TCG's code "
                          "buffer): %.3f of FPR's" % (ha["ram_gib_min"] / ref["ram_gib_min"]))
     return "\n".join(lines)
 
 
-def plot(path, results, cfg):
+def plot(path, runs, cfg):
     plt = bl.pyplot()
     if not plt:
-        print("no matplotlib (apt-get install python3-matplotlib): no plot")
         return None
-    n = len(results)
+    n = len(runs)
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.6 * n), sharex=True, squeeze=False)
     ymax = cfg.mem / GIB * 1.08
-    for ax, (cand, vm, sampler, row) in zip(axes[:, 0], results):
-        tz = vm.phases["build"]
+    for ax, run in zip(axes[:, 0], runs):
+        cand, vm, sampler, tz = run.cand, run.vms[0], run.sampler, run.t0
         ts, usedv, cachev, total = bl.guest_curves(vm, tz)
         ax.stackplot(ts, usedv, cachev, colors=("#9ecae1", "#fdd49e"),
                      labels=("guest used", "guest page cache"), lw=0)
@@ -209,70 +194,28 @@ def plot(path, results, cfg):
                 color="0.45", lw=0.8, ls="--", label="its guest-RAM part")
         bl.shade_phases(ax, vm, tz)
         ax.set_ylim(0, ymax)
-        ax.set_xlim(-0.3, (vm.phases["end"] - tz) / 60 + 0.2)
+        ax.set_xlim(-0.3, (run.t1 - tz) / 60 + 0.2)
         ax.set_ylabel("GiB")
-        ax.set_title("%s: %.2f GiB*min" % (cand.label, row["footprint_gib_min"]), fontsize=9,
+        ax.set_title("%s: %.2f GiB*min" % (cand.label, run.row["footprint_gib_min"]), fontsize=9,
                      loc="left")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=2)
     axes[-1, 0].set_xlabel("minutes since the build started")
     fig.suptitle("Automatic reclamation, %d GiB VM, build-like workload (TCG)"
                  % (cfg.mem // GIB), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return bl.save_figure(plt, fig, path)
 
 
 def main(argv=None):
     cfg = parse_args(argv)
-    for c in cfg.candidates:
-        if not bl.guestvm.variant_or_skip(bl.CANDIDATES[c].variant):
-            return 77
-    if not shutil.which("mkfs.ext4"):
-        print("SKIP: mkfs.ext4 missing (scripts/install-deps.sh vm)")
+    if bl.missing_builds(cfg):
         return 77
-    os.makedirs(cfg.tmpdir, exist_ok=True)
-    header = bl.machine_info() + [
+    header = bl.header_lines(cfg, "bench/autoreclaim.py", argv, [
         "VM: %d MiB, %d vCPUs, q35, TCG unless KVM works; same seed (%d) for every candidate"
         % (cfg.mem // MIB, cfg.smp, SEED),
-        "workload: " + cfg.wl.describe(),
-        "HyperAlloc auto-mode-interval: %d ms; cache trim: %d %%" % (cfg.interval,
-                                                                     cfg.cache_trim),
-        "command: bench/autoreclaim.py %s" % " ".join(sys.argv[1:] if argv is None else argv)]
-    header += ["policy %s: %s" % (bl.CANDIDATES[c].label, bl.CANDIDATES[c].policy())
-               for c in cfg.candidates]
-    for line in header:
-        print(line, flush=True)
-    results, failed = [], []
-    try:
-        disk = os.path.join(cfg.tmpdir, "disk.img")
-        bl.make_disk(disk, cfg.wl)
-        for name in cfg.candidates:
-            cand = bl.CANDIDATES[name]
-            print("%s: %d s of workload ..." % (cand.label, cfg.wl.seconds()), flush=True)
-            try:
-                vm, sampler = run_one(cand, cfg, disk)
-            except (RuntimeError, OSError, TimeoutError, bl.QMPError) as e:
-                print("  FAILED: %s" % e, flush=True)
-                failed.append(str(e))
-                continue
-            row = summarize(cand, vm, sampler)
-            print("  footprint %.2f GiB*min over %.1f min, peak RSS %s GiB, %s jobs, %s killed"
-                  % (row["footprint_gib_min"], row["minutes"], bl.fmt(row["peak_rss_gib"]),
-                     row["jobs"], row["killed"]), flush=True)
-            results.append((cand, vm, sampler, row))
-    finally:
-        shutil.rmtree(cfg.tmpdir, ignore_errors=True)
-
-    base = os.path.join(cfg.out, "auto-%s" % cfg.stamp)
-    timeline = []
-    for cand, vm, sampler, row in results:
-        timeline += bl.timeline_rows([vm], sampler, vm.phases["build"])
-    rows = [r for _, _, _, r in results]
-    report = tables(rows) if rows else "no results"
-    png = plot(base + ".png", results, cfg) if results else None
-    return bl.save_results(base, timeline, rows, header, report, png, failed)
+        "workload: " + cfg.wl.describe()])
+    runs, failed = bl.run_candidates(cfg, header, lambda cand, disk: run_one(cand, cfg, disk))
+    return bl.save_results(cfg, "auto", header, runs, failed, tables, plot)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from hyperalloc.hostmem import GIB, MIB, PeriodicSampler, rss  # noqa: E402
 from hyperalloc.qmp import QMP, QMPError  # noqa: E402
 
 parse_size, qemu_size, machine_info = resize.parse_size, resize.qemu_size, resize.machine_info
+pyplot, save_figure = resize.pyplot, resize.save_figure
 
 BOOT_MEM = 1 * GIB          # virtio-mem: boot memory; the device holds the rest
 MEM_STEP = 256 * MIB        # virtio-mem policy: step
@@ -64,6 +65,7 @@ SRC_FILE = 8 * MIB          # size of one "source file" on the disk
 
 SAMPLE_RE = re.compile(r"@@MEM ([0-9.]+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)")
 PHASE_RE = re.compile(r"@@PHASE (\w+) ([0-9.]+)")
+INSTALLS_RE = re.compile(r"@@INSTALLS (\w+) (\d+) (\d+)")
 BUILD_RE = re.compile(r"ha-mem: build (ok|FAILED): (\d+) jobs.* (\d+) jobs killed, (\d+) failed, "
                       r"(\d+) bad pages")
 PHASES = ("delay", "build", "idle", "drop", "tail")
@@ -119,6 +121,7 @@ class Candidate:
 
     name = label = None
     base = None  # the resize.py candidate whose machine this one uses
+    trace_events = ()  # QEMU trace events to log (<log>.trace)
 
     @property
     def variant(self):
@@ -216,6 +219,7 @@ class VirtioMemPolicy(Candidate):
 class HyperAllocAuto(Candidate):
     name, label = "hyperalloc", "HyperAlloc auto"
     base = resize.CANDIDATES["hyperalloc"]
+    trace_events = resize.INSTALL_EVENTS
 
     def device_options(self, cfg):
         return "shrink-pagecache=on"
@@ -273,18 +277,28 @@ class BuildVM:
         self.sock = os.path.join(self.tmp, "qmp.sock")
         self.disk = os.path.join(self.tmp, "disk.img")
         shutil.copyfile(disk, self.disk)
-        self.log_path = os.path.join(cfg.out, "%s-%s-%s.log" % (cfg.stamp, cand.name, tag))
+        base = os.path.join(cfg.out, "%s-%s-%s" % (cfg.stamp, cand.name, tag))
+        self.log_path = base + ".log"
         mem, args, append = cand.machine(cfg)
         args = list(args) + [
             "-drive", "file=%s,if=virtio,format=raw,cache=none,aio=threads" % self.disk,
             "-qmp", "unix:%s,server=on,wait=off" % self.sock,
             "-name", "bench-%s-%s" % (cand.name, tag)]
+        self.trace = None
+        if cand.trace_events:
+            self.trace = resize.Trace(base + ".trace")
+            events = os.path.join(self.tmp, "events")
+            with open(events, "w") as f:
+                f.write("\n".join(cand.trace_events) + "\n")
+            args += ["-trace", "events=%s,file=%s" % (events, self.trace.path),
+                     "-msg", "timestamp=on"]
         self.guest = guestvm.Guest(cand.kernel, mem=mem, smp=smp, run=command,
                                    append=append, qemu_args=args, log_path=self.log_path)
         self.qmp = None
-        self.t0 = None
+        self.t0 = self.wall_offset = None
         self.samples = []   # (host t, {total, free, avail, buffers, cached, anon}, device MiB)
         self.phases = {}    # name -> host t
+        self.guest_installs = {}  # llfree guest: phase -> (install requests, wait us) at its start
         self.requested = None
         self.installs = None  # HyperAlloc: install requests answered (last poll)
         self.build_result = None
@@ -295,6 +309,7 @@ class BuildVM:
 
     def __enter__(self):
         self.t0 = time.monotonic()
+        self.wall_offset = time.time() - self.t0  # trace (wall clock) - phases (monotonic)
         self.guest.__enter__()
         try:
             self.qmp = QMP.connect(self.sock, timeout=60, retry_for=30)
@@ -320,37 +335,47 @@ class BuildVM:
         return self.guest.pid
 
     def _watch(self):
-        """Parses new console lines every 0.2 s; polls the candidate per sample."""
+        """Reads the console every 0.2 s; polls the candidate per sample."""
         while not self._stop.wait(0.2):
-            lines = self.guest.result.lines
-            while self._seen < len(lines):
-                t, line = lines[self._seen]
-                self._seen += 1
-                t += self.t0
-                m = PHASE_RE.search(line)
-                if m:
-                    self.phases.setdefault(m.group(1), t)
-                    continue
-                m = SAMPLE_RE.search(line)
-                if not m:
-                    continue
-                kib = [int(x) * 1024 for x in m.groups()[1:]]
-                s = dict(zip(("total", "free", "avail", "buffers", "cached", "anon"), kib))
-                device = None
-                if self._seen == len(lines) and self.error is None:  # only the newest
-                    try:
-                        device = self.cand.poll(self, s)
-                    except (QMPError, OSError) as e:
-                        self.error = "%s: host policy: %s" % (self.cand.name, e)
-                self.samples.append((t, s, device))
+            self._read_console(poll=True)
+
+    def _read_console(self, poll):
+        """Parses the console lines not seen yet; with poll, runs the
+        candidate's poll for the newest sample."""
+        lines = self.guest.result.lines
+        while self._seen < len(lines):
+            t, line = lines[self._seen]
+            self._seen += 1
+            self._parse(t + self.t0, line, poll and self._seen == len(lines))
+
+    def _parse(self, t, line, poll):
+        m = PHASE_RE.search(line)
+        if m:
+            self.phases.setdefault(m.group(1), t)
+            return
+        m = INSTALLS_RE.search(line)
+        if m:
+            self.guest_installs[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+            return
+        m = SAMPLE_RE.search(line)
+        if not m:
+            return
+        kib = [int(x) * 1024 for x in m.groups()[1:]]
+        s = dict(zip(("total", "free", "avail", "buffers", "cached", "anon"), kib))
+        device = None
+        if poll and self.error is None:
+            try:
+                device = self.cand.poll(self, s)
+            except (QMPError, OSError) as e:
+                self.error = "%s: host policy: %s" % (self.cand.name, e)
+        self.samples.append((t, s, device))
 
     def wait(self, timeout):
         """Waits for the guest to power off; returns (ok, message)."""
         res = self.guest.wait_exit(timeout)
         self._stop.set()
         self._thread.join()
-        self._stop.clear()
-        self._watch_once()
+        self._read_console(poll=False)  # what arrived before the power-off
         text = res.text
         m = None
         for m in BUILD_RE.finditer(text):
@@ -367,22 +392,21 @@ class BuildVM:
             return False, self.error
         return True, ""
 
-    def _watch_once(self):
-        self._stop.set()
-        # one more pass over what arrived before power-off (no polling)
-        lines = self.guest.result.lines
-        while self._seen < len(lines):
-            t, line = lines[self._seen]
-            self._seen += 1
-            m = PHASE_RE.search(line)
-            if m:
-                self.phases.setdefault(m.group(1), t + self.t0)
-                continue
-            m = SAMPLE_RE.search(line)
-            if m:
-                kib = [int(x) * 1024 for x in m.groups()[1:]]
-                self.samples.append((t + self.t0, dict(zip(
-                    ("total", "free", "avail", "buffers", "cached", "anon"), kib)), None))
+    def guest_install_wait(self, first, last):
+        """(install requests, seconds the guest waited for them) from the
+        start of phase first to the start of phase last, by the guest's
+        counters (/proc/vmstat), or None (baseline kernel)."""
+        a, b = self.guest_installs.get(first), self.guest_installs.get(last)
+        if not a or not b:
+            return None
+        return b[0] - a[0], (b[1] - a[1]) / 1e6
+
+    def install_times(self, t0, t1):
+        """resize.install_times of the install requests answered in [t0, t1]
+        (phase times), or None without a trace."""
+        if not self.trace:
+            return None
+        return resize.install_times(self.trace, t0 + self.wall_offset, t1 + self.wall_offset)
 
     def guest_at(self, t):
         """The last guest sample at or before host time t, or None."""
@@ -466,6 +490,13 @@ def footprint_gib_min(points, t0, t1):
     return integral(points, t0, t1) / GIB / 60
 
 
+def vs_fpr(row, ref, key):
+    """row[key] against FPR's row ref, as "+1.2 %"; "-" without both."""
+    if not ref or not row.get(key) or not ref.get(key):
+        return "-"
+    return "%+.1f %%" % ((row[key] / ref[key] - 1) * 100)
+
+
 def fmt(x, digits=2):
     return "-" if x is None else "%.*f" % (digits, x)
 
@@ -495,24 +526,127 @@ def timeline_rows(vms, sampler, t_zero):
             yield row
 
 
-def save_results(base, timeline, rows, header, report, png, failed):
-    """Writes <base>.csv (timeline rows), <base>-summary.csv (rows, dicts)
-    and <base>.txt (header lines, report, failures); prints the report and
-    where the files are. Returns the exit status."""
+def add_options(p, out, mem, smp, count, idle):
+    """Adds the options of bench/autoreclaim.py and bench/multivm.py to the
+    ArgumentParser p. mem, count, idle: (full, quick) defaults of the VM
+    size, the jobs per VM and the idle (and drop) seconds."""
+    p.add_argument("--mem", type=parse_size,
+                   help="size of each VM (default %s, quick %s)"
+                   % (qemu_size(mem[0]), qemu_size(mem[1])))
+    p.add_argument("--smp", type=int, default=smp, help="vCPUs per VM (default %(default)s)")
+    p.add_argument("--interval", type=int, default=AUTO_INTERVAL_MS,
+                   help="HyperAlloc auto-mode-interval in ms (default %(default)s)")
+    p.add_argument("--cache-trim", type=int, default=CACHE_TRIM_PCT,
+                   help="auto-mode-cache-trim of hyperalloc-trim in %% (default %(default)s)")
+    p.add_argument("--count", type=int,
+                   help="compile jobs per VM (default %d, quick %d)" % count)
+    p.add_argument("--build", type=int, help="longest build in seconds (default 1800, quick 400)")
+    p.add_argument("--idle", type=int, help="idle phase seconds (default %d, quick %d)" % idle)
+    p.add_argument("--drop", type=int, help="drop phase seconds (default %d, quick %d)" % idle)
+    p.add_argument("--candidates", default=",".join(CANDIDATES),
+                   help="comma-separated subset of %s" % ",".join(CANDIDATES))
+    p.add_argument("--out", default=out, help="output directory (default %(default)s)")
+    p.set_defaults(defaults=(mem, count, idle))
+
+
+def parse_options(p, argv):
+    """Parses argv with p (see add_options), checks the values and completes
+    the result: cfg.wl (the Workload), cfg.candidates (a list of names),
+    cfg.stamp and cfg.tmpdir."""
+    cfg = p.parse_args(argv)
+    mem, count, idle = cfg.defaults
+    full_or_quick = 1 if cfg.quick else 0
+    cfg.mem = cfg.mem or mem[full_or_quick]
+    if cfg.mem < 2 * GIB or cfg.mem % (2 * MIB):
+        p.error("--mem must be at least 2G and a multiple of 2 MiB")
+    if not 0 <= cfg.cache_trim <= 100:
+        p.error("--cache-trim must be a percentage (0 to 100)")
+    cfg.wl = Workload(count=cfg.count or count[full_or_quick],
+                      build=cfg.build or (400 if cfg.quick else 1800),
+                      idle=cfg.idle or idle[full_or_quick],
+                      drop=cfg.drop or idle[full_or_quick], jobs=2, min_size="16M",
+                      max_size="%dM" % (cfg.mem // 4 // MIB),
+                      sources=cfg.mem // 8 // SRC_FILE, obj="4M",
+                      objects=cfg.mem // 8 // (4 * MIB))
+    cfg.candidates = resize.candidate_names(p, cfg.candidates, CANDIDATES)
+    cfg.stamp = time.strftime("%Y%m%d-%H%M%S")
+    cfg.tmpdir = os.path.join(cfg.out, "tmp-%s" % cfg.stamp)
+    return cfg
+
+
+def missing_builds(cfg):
+    """True (after saying why) when a kernel, QEMU or mkfs.ext4 is missing."""
+    if resize.missing_builds(CANDIDATES[c] for c in cfg.candidates):
+        return True
+    if not shutil.which("mkfs.ext4"):
+        print("SKIP: mkfs.ext4 missing (scripts/install-deps.sh vm)")
+        return True
+    return False
+
+
+def header_lines(cfg, script, argv, setup):
+    """The report header: the machine, the lines of setup, the HyperAlloc
+    parameters, the command line and the candidates' host policies."""
+    return machine_info() + setup + ["HyperAlloc auto-mode-interval: %d ms; cache trim: %d %%"
+            % (cfg.interval, cfg.cache_trim),
+            "command: %s %s" % (script, " ".join(sys.argv[1:] if argv is None else argv))] + [
+        "policy %s: %s" % (CANDIDATES[c].label, CANDIDATES[c].policy())
+        for c in cfg.candidates]
+
+
+class Run:
+    """One candidate's finished run: its VMs, the host sampler, the measured
+    window [t0, t1] in host time (t0 is also the timeline's zero) and its
+    summary row."""
+
+    def __init__(self, cand, vms, sampler, t0, t1):
+        self.cand, self.vms, self.sampler, self.t0, self.t1 = cand, vms, sampler, t0, t1
+        self.row = None
+
+
+def run_candidates(cfg, header, run):
+    """Prints the header, then calls run(cand, disk) -> Run for the
+    candidates in turn, all on copies of one disk image (made here and
+    removed with cfg.tmpdir at the end). A candidate that fails is reported
+    and skipped. Returns (runs, failures)."""
+    os.makedirs(cfg.tmpdir, exist_ok=True)
+    for line in header:
+        print(line, flush=True)
+    runs, failed = [], []
+    try:
+        disk = os.path.join(cfg.tmpdir, "disk.img")
+        make_disk(disk, cfg.wl)
+        for name in cfg.candidates:
+            try:
+                runs.append(run(CANDIDATES[name], disk))
+            except (RuntimeError, OSError, TimeoutError, QMPError) as e:
+                print("  FAILED: %s" % e, flush=True)
+                failed.append(str(e))
+    finally:
+        shutil.rmtree(cfg.tmpdir, ignore_errors=True)
+    return runs, failed
+
+
+def save_results(cfg, name, header, runs, failed, tables, plot):
+    """Writes <out>/<name>-<stamp>.csv (every host sample per VM),
+    -summary.csv (the runs' rows), .txt (header, tables(rows), failures)
+    and .png (plot(path, runs, cfg)); prints the tables and where the files
+    are. Returns the exit status."""
+    base = os.path.join(cfg.out, "%s-%s" % (name, cfg.stamp))
+    rows = [r.row for r in runs]
     with open(base + ".csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(TIMELINE_FIELDS)
-        w.writerows(timeline)
+        for r in runs:
+            w.writerows(timeline_rows(r.vms, r.sampler, r.t0))
     if rows:
         with open(base + "-summary.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    text = "\n".join(header) + "\n\n" + report + "\n"
-    if failed:
-        text += "\nFAILED:\n" + "\n".join("- " + f for f in failed) + "\n"
-    with open(base + ".txt", "w") as f:
-        f.write(text)
+    report = tables(rows) if rows else "no results"
+    png = plot(base + ".png", runs, cfg) if runs else None
+    resize.write_report(base + ".txt", "\n".join(header) + "\n\n" + report + "\n", failed)
     print("\n" + report)
     print("\ntimeline: %s.csv\nsummary:  %s-summary.csv\nreport:   %s.txt%s"
           % (base, base, base, "\nplot:     " + png if png else ""))
@@ -527,17 +661,6 @@ def used(s):
 def cache(s):
     """Guest page cache: Buffers + Cached."""
     return s["buffers"] + s["cached"]
-
-
-def pyplot():
-    """matplotlib.pyplot with the Agg backend, or None if it is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        return plt
-    except ImportError:
-        return None
 
 
 def guest_curves(vm, t_zero):

@@ -376,12 +376,8 @@ def plot(samples, events, path, title, notes=None):
     colour, no-resize runs grey); shrink and grow marked per run, the shaded
     span is the resize as the host saw it. notes: {candidate: text} for the
     panel. Returns path or None."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no matplotlib (apt-get install python3-matplotlib): no plot")
+    plt = resize.pyplot()
+    if not plt:
         return None
     names = list(dict.fromkeys(r["candidate"] for r in samples))
     fig, axes = plt.subplots(len(names), 1, figsize=(11, 2.7 * len(names) + 0.6),
@@ -430,10 +426,7 @@ def plot(samples, events, path, title, notes=None):
         ax.set_ylim(0, ymax * 1.08)
     axes[-1, 0].set_xlabel("probe time (s)")
     axes[0, 0].set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return resize.save_figure(plt, fig, path)
 
 
 def notes_of(rows):
@@ -531,13 +524,9 @@ def parse_args(argv):
         p.error("need --mem >= --target + 256M, 2 MiB multiples, target a 128 MiB multiple")
     if cfg.size > cfg.target // 2:
         p.error("the probe's working set (--size) must fit in half the shrunk VM")
-    cfg.candidates = [c.strip() for c in cfg.candidates.split(",") if c.strip()]
-    for c in cfg.candidates:
-        if c not in CANDIDATES:
-            p.error("unknown candidate '%s'" % c)
+    cfg.candidates = resize.candidate_names(p, cfg.candidates, CANDIDATES)
     cfg.smp = 2
-    cfg.boot_timeout = 120 + 30 * cfg.mem // GIB
-    cfg.guest_timeout = 120 + 60 * cfg.touch // GIB
+    resize.vm_timeouts(cfg)
     cfg.stamp = time.strftime("%Y%m%d-%H%M%S")
     return cfg
 
@@ -546,9 +535,8 @@ def main(argv=None):
     cfg = parse_args(argv)
     if cfg.plot:
         return replot(cfg.plot)
-    for c in cfg.candidates:
-        if not guestvm.variant_or_skip(CANDIDATES[c].variant):
-            return 77
+    if resize.missing_builds(CANDIDATES[c] for c in cfg.candidates):
+        return 77
     os.makedirs(cfg.out, exist_ok=True)
     base = os.path.join(cfg.out, "interference-%s" % cfg.stamp)
     header = resize.machine_info() + [
@@ -597,11 +585,7 @@ def main(argv=None):
                "guest bandwidth during resizing, %s: %d GiB -> %d GiB at %g s, back at %g s "
                "(TCG)" % (cfg.stamp, cfg.mem // GIB, cfg.target // GIB, cfg.t_shrink,
                           cfg.t_grow), notes_of(rows)) if samples else None
-    text = "\n".join(header) + "\n\n" + report + "\n"
-    if failed:
-        text += "\nFAILED:\n" + "\n".join("- " + f for f in failed) + "\n"
-    with open(base + ".txt", "w") as f:
-        f.write(text)
+    resize.write_report(base + ".txt", "\n".join(header) + "\n\n" + report + "\n", failed)
     print("\n" + report)
     print("\nraw data: %s.csv, %s-samples.csv\nreport:   %s.txt" % (base, base, base))
     if png:

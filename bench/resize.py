@@ -418,17 +418,9 @@ class HyperAlloc(Candidate):
     def installs(self, vm, since, until):
         """Phase for the host's share of first use: the install requests
         answered in [since, until], request to result per thread."""
-        evs = [e for e in vm.trace.events("virtio_llfree_balloon_", since) if e[0] <= until]
-        open_req, each, children = {}, [], 0
-        for t, tid, name, args in evs:
-            if name == "virtio_llfree_balloon_install_request":
-                open_req[tid] = t
-            elif name == "virtio_llfree_balloon_install_result" and tid in open_req:
-                each.append(t - open_req.pop(tid))
-                children += arg(args, "populated")
+        each, children = install_times(vm.trace, since, until)
         if not each:
             return None
-        each.sort()
         n, busy = len(each), sum(each)
         return Phase(INSTALL, children * 2 * MIB, busy, None, "trace",
                      "%d installs, %d x 2 MiB populated, %.1f %% of first use; per install "
@@ -437,6 +429,27 @@ class HyperAlloc(Candidate):
                                            each[n // 2] * 1e6, each[n * 9 // 10] * 1e6,
                                            each[-1] * 1e3,
                                            100 * sum(x for x in each if x > 1e-3) / busy))
+
+
+INSTALL_EVENTS = ("virtio_llfree_balloon_install_request",
+                  "virtio_llfree_balloon_install_result")
+
+
+def install_times(trace, since, until):
+    """HyperAlloc's install requests in a trace of INSTALL_EVENTS answered in
+    [since, until] (time.time() seconds): (sorted seconds from request to
+    result in the thread that served it, 2 MiB children populated). Without
+    an install IOThread that thread is the requesting vCPU's, which waits
+    for the whole time."""
+    evs = [e for e in trace.events("virtio_llfree_balloon_install_", since) if e[0] <= until]
+    open_req, each, children = {}, [], 0
+    for t, tid, name, args in evs:
+        if name == INSTALL_EVENTS[0]:
+            open_req[tid] = t
+        elif name == INSTALL_EVENTS[1] and tid in open_req:
+            each.append(t - open_req.pop(tid))
+            children += arg(args, "populated")
+    return sorted(each), children
 
 
 CANDIDATES = {c.name: c for c in (VirtioBalloon(), VirtioMem(), HyperAlloc())}
@@ -665,16 +678,63 @@ PLOT_COLORS = {"virtio-balloon": "tab:blue", "virtio-mem": "tab:orange",
                "hyperalloc": "tab:green"}
 
 
-def plot(names, rows, limits, path, title):
-    """Bar chart of the median GiB/s per phase and candidate (log scale, the
-    whiskers span the repetitions), the host limits as horizontal lines.
-    Returns path, or None without matplotlib."""
+def pyplot():
+    """matplotlib.pyplot with the Agg backend, or None (said) if it is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        return plt
     except ImportError:
         print("no matplotlib (apt-get install python3-matplotlib): no plot")
+        return None
+
+
+def save_figure(plt, fig, path):
+    """Writes fig to path as PNG and frees it; returns path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def candidate_names(p, text, known):
+    """The names in text (comma-separated); p.error for one not in known."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    for c in names:
+        if c not in known:
+            p.error("unknown candidate '%s'" % c)
+    return names
+
+
+def vm_timeouts(cfg):
+    """Sets cfg.boot_timeout and cfg.guest_timeout (seconds) from cfg.mem and
+    cfg.touch: under TCG booting and touching memory slow down with the VM
+    size and the host's load."""
+    cfg.boot_timeout = 120 + 30 * cfg.mem // GIB
+    cfg.guest_timeout = 120 + 60 * cfg.touch // GIB
+
+
+def missing_builds(cands):
+    """True (after saying why) when a kernel or the QEMU that one of the
+    candidates needs is not built."""
+    return not all(guestvm.variant_or_skip(c.variant) for c in cands)
+
+
+def write_report(path, text, failed):
+    """Writes a report file: text, then the failures, if any."""
+    if failed:
+        text += "\nFAILED:\n" + "\n".join("- " + f for f in failed) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def plot(names, rows, limits, path, title):
+    """Bar chart of the median GiB/s per phase and candidate (log scale, the
+    whiskers span the repetitions), the host limits as horizontal lines.
+    Returns path, or None without matplotlib."""
+    plt = pyplot()
+    if not plt:
         return None
     s = summarize(rows)
     phases = [ph for ph in PHASES if any((c, ph) in s for c in names)]
@@ -707,10 +767,7 @@ def plot(names, rows, limits, path, title):
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def read_rows(csv_path):
@@ -803,16 +860,11 @@ def parse_args(argv):
     cfg.touch = cfg.mem - cfg.target
     if cfg.touch < 256 * MIB or cfg.mem % (2 * MIB) or cfg.target % (128 * MIB):
         p.error("need --mem >= --target + 256M, 2 MiB multiples, target a 128 MiB multiple")
-    cfg.candidates = [c.strip() for c in cfg.candidates.split(",") if c.strip()]
-    for c in cfg.candidates:
-        if c not in CANDIDATES:
-            p.error("unknown candidate '%s'" % c)
+    cfg.candidates = candidate_names(p, cfg.candidates, CANDIDATES)
     cfg.limit_size = 512 * MIB if cfg.quick else 2 * GIB
     cfg.limit_reps = 3 if cfg.quick else 7
     cfg.limit_kinds = "anon-thp,anon-4k" if cfg.quick else "anon-thp,anon-4k,memfd"
-    # TCG: boot and guest phases slow down with the VM size and host load
-    cfg.boot_timeout = 120 + 30 * cfg.mem // GIB
-    cfg.guest_timeout = 120 + 60 * cfg.touch // GIB
+    vm_timeouts(cfg)
     cfg.stamp = time.strftime("%Y%m%d-%H%M%S")
     return cfg
 
@@ -821,9 +873,8 @@ def main(argv=None):
     cfg = parse_args(argv)
     if cfg.plot:
         return replot(cfg.plot, cfg.limits)
-    for c in cfg.candidates:
-        if not guestvm.variant_or_skip(CANDIDATES[c].variant):
-            return 77
+    if missing_builds(CANDIDATES[c] for c in cfg.candidates):
+        return 77
     os.makedirs(cfg.out, exist_ok=True)
     header = machine_info() + [
         "VMs: %d GiB, 2 vCPUs, shrunk to %d MiB; the guest touches %d MiB; %d repetition(s); "
@@ -886,11 +937,8 @@ def main(argv=None):
             top = [line.rstrip() for line in f if line.strip()][:12]
         text += "\nperf, %s, %s (%s):\n%s\n" % (label, phase, os.path.basename(path),
                                                "\n".join(top))
-    if failed:
-        text += "\nFAILED:\n" + "\n".join("- " + f for f in failed) + "\n"
     txt_path = os.path.join(cfg.out, "resize-%s.txt" % cfg.stamp)
-    with open(txt_path, "w") as f:
-        f.write(text)
+    write_report(txt_path, text, failed)
     png = plot(cfg.candidates, rows, limits, os.path.join(cfg.out, "resize-%s.png" % cfg.stamp),
                "resize micro-benchmark %s: %d GiB VMs, %d repetition(s) (TCG: compare ratios, "
                "not absolute rates)" % (cfg.stamp, cfg.mem // GIB, cfg.reps)) if rows else None

@@ -14,10 +14,13 @@
 #   drop   sync, drop the page and slab caches, then nothing
 #   tail   nothing (so that staggered VMs end together)
 #
-# Console lines, all with the guest uptime:
+# Console lines:
 #   @@PHASE <name> <uptime>       a phase starts; "end" closes the last one
 #   @@MEM <uptime> <MemTotal> <MemFree> <MemAvailable> <Buffers> <Cached> <AnonPages>
 #                                 (KiB, from /proc/meminfo)
+#   @@INSTALLS <phase> <requests> <wait us>
+#                                 after each @@PHASE, llfree kernel only: its
+#                                 install counters (/proc/vmstat) so far
 # Exit status: that of ha-mem build (0 ok, 1 integrity error), 2 usage, 3 no disk.
 
 dev=/dev/vda delay=0 build=60 idle=30 drop=30 tail=0
@@ -51,9 +54,22 @@ sample() {
 	echo "@@MEM $up $total $free $avail $buffers $cached $anon"
 }
 
+# Prints the llfree kernel's install counters (none on other kernels).
+installs() {
+	n=
+	while read -r key value; do
+		case $key in
+		llfree_install) n=$value ;;
+		llfree_install_wait_us) us=$value ;;
+		esac
+	done < /proc/vmstat
+	[ -z "$n" ] || echo "@@INSTALLS $1 $n $us"
+}
+
 phase() {
 	read -r up _ < /proc/uptime
 	echo "@@PHASE $1 $up"
+	installs "$1"
 }
 
 mkdir -p /mnt
