@@ -287,11 +287,7 @@ class BuildVM:
         self.trace = None
         if cand.trace_events:
             self.trace = resize.Trace(base + ".trace")
-            events = os.path.join(self.tmp, "events")
-            with open(events, "w") as f:
-                f.write("\n".join(cand.trace_events) + "\n")
-            args += ["-trace", "events=%s,file=%s" % (events, self.trace.path),
-                     "-msg", "timestamp=on"]
+            args += resize.trace_args(cand.trace_events, self.tmp, self.trace)
         self.guest = guestvm.Guest(cand.kernel, mem=mem, smp=smp, run=command,
                                    append=append, qemu_args=args, log_path=self.log_path)
         self.qmp = None

@@ -146,6 +146,17 @@ class Trace:
         return out
 
 
+def trace_args(events, tmpdir, trace):
+    """QEMU arguments that log the trace events (names or patterns) to the
+    Trace's file, with wall-clock timestamps; the event list goes to tmpdir."""
+    path = os.path.join(tmpdir, "events")
+    with open(path, "w") as f:
+        f.write("\n".join(events) + "\n")
+    if os.path.exists(trace.path):
+        os.unlink(trace.path)
+    return ["-trace", "events=%s,file=%s" % (path, trace.path), "-msg", "timestamp=on"]
+
+
 def arg(args, key, base=0):
     """Integer value of key=VALUE (or "key: VALUE") in a trace argument string."""
     m = re.search(r"\b%s[=:] ?(0x[0-9a-fA-F]+|-?\d+)" % re.escape(key), args)
@@ -187,16 +198,10 @@ class VM:
         self.trace = Trace(base + ".trace")
         self.tmp = tempfile.mkdtemp(prefix="ha-resize-")
         self.sock = os.path.join(self.tmp, "qmp.sock")
-        events = os.path.join(self.tmp, "events")
-        with open(events, "w") as f:
-            f.write("\n".join(cand.trace_events) + "\n")
-        if os.path.exists(self.trace.path):
-            os.unlink(self.trace.path)
         mem, args, append = cand.machine(cfg)
         args += ["-name", "bench-%s,debug-threads=on" % cand.name,  # thread names for perf
-                 "-qmp", "unix:%s,server=on,wait=off" % self.sock,
-                 "-trace", "events=%s,file=%s" % (events, self.trace.path),
-                 "-msg", "timestamp=on"]
+                 "-qmp", "unix:%s,server=on,wait=off" % self.sock]
+        args += trace_args(cand.trace_events, self.tmp, self.trace)
         self.guest = guestvm.Guest(cand.kernel, mem=mem, smp=2,
                                    run=self.RUN, append=append,
                                    qemu_args=args, log_path=self.log_path)
