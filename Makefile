@@ -89,7 +89,7 @@ bench-quick: qemu guest-images
 bench-kalloc: qemu guest-images deps-vm
 	/usr/bin/python3 bench/kalloc.py $(KALLOC_ARGS)
 
-build/bench/hostfree: bench/hostfree.c deps-llfree
+build/bench/hostfree: bench/hostfree.c | deps-llfree
 	mkdir -p build/bench
 	gcc -O2 -Wall -Wextra -Werror -pthread -o $@ bench/hostfree.c
 

@@ -66,8 +66,8 @@ SEED = 42
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3 GiB VMs, 160 jobs, 30 s idle and drop")
-    bl.add_options(p, OUT, mem=(4 * GIB, 3 * GIB), smp=2, count=(1000, 160), idle=(120, 30))
-    return bl.parse_options(p, argv)
+    return bl.parse_options(p, argv, OUT, mem=(4 * GIB, 3 * GIB), smp=2, count=(1000, 160),
+                            idle=(120, 30))
 
 
 def run_one(cand, cfg, disk):
@@ -116,8 +116,7 @@ def summarize(cand, vm, sampler):
     row["killed"] = int(r[2]) if r else None
     row["build_min"] = (ph["idle"] - ph["build"]) / 60
     row["installs"] = vm.installs
-    waited = vm.guest_install_wait("build", "idle")
-    row["build_install_wait_s"] = waited[1] if waited else None
+    row["build_install_wait_s"] = vm.guest_install_wait("build", "idle")
     times = vm.install_times(ph["build"], ph["idle"])
     each = times[0] if times else []
     row["build_install_s"] = sum(each) if each else None

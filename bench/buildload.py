@@ -389,13 +389,13 @@ class BuildVM:
         return True, ""
 
     def guest_install_wait(self, first, last):
-        """(install requests, seconds the guest waited for them) from the
-        start of phase first to the start of phase last, by the guest's
-        counters (/proc/vmstat), or None (baseline kernel)."""
+        """Seconds the guest waited for installs from the start of phase
+        first to the start of phase last, by its counters (/proc/vmstat), or
+        None (baseline kernel)."""
         a, b = self.guest_installs.get(first), self.guest_installs.get(last)
         if not a or not b:
             return None
-        return b[0] - a[0], (b[1] - a[1]) / 1e6
+        return (b[1] - a[1]) / 1e6
 
     def install_times(self, t0, t1):
         """resize.install_times of the install requests answered in [t0, t1]
@@ -522,10 +522,13 @@ def timeline_rows(vms, sampler, t_zero):
             yield row
 
 
-def add_options(p, out, mem, smp, count, idle):
-    """Adds the options of bench/autoreclaim.py and bench/multivm.py to the
-    ArgumentParser p. mem, count, idle: (full, quick) defaults of the VM
-    size, the jobs per VM and the idle (and drop) seconds."""
+def parse_options(p, argv, out, mem, smp, count, idle):
+    """Adds the options bench/autoreclaim.py and bench/multivm.py share to
+    the ArgumentParser p (which has --quick), parses argv, checks the values
+    and completes the result: cfg.wl (the Workload), cfg.candidates (a list
+    of names), cfg.stamp and cfg.tmpdir. mem, count, idle: (full, quick)
+    defaults of the VM size, the jobs per VM and the idle (and drop)
+    seconds."""
     p.add_argument("--mem", type=parse_size,
                    help="size of each VM (default %s, quick %s)"
                    % (qemu_size(mem[0]), qemu_size(mem[1])))
@@ -542,15 +545,7 @@ def add_options(p, out, mem, smp, count, idle):
     p.add_argument("--candidates", default=",".join(CANDIDATES),
                    help="comma-separated subset of %s" % ",".join(CANDIDATES))
     p.add_argument("--out", default=out, help="output directory (default %(default)s)")
-    p.set_defaults(defaults=(mem, count, idle))
-
-
-def parse_options(p, argv):
-    """Parses argv with p (see add_options), checks the values and completes
-    the result: cfg.wl (the Workload), cfg.candidates (a list of names),
-    cfg.stamp and cfg.tmpdir."""
     cfg = p.parse_args(argv)
-    mem, count, idle = cfg.defaults
     full_or_quick = 1 if cfg.quick else 0
     cfg.mem = cfg.mem or mem[full_or_quick]
     if cfg.mem < 2 * GIB or cfg.mem % (2 * MIB):

@@ -50,8 +50,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true",
                    help="150 jobs per VM, shorter phases (about 5 min per candidate)")
     p.add_argument("--stagger", type=int, help="start offset between VMs (default 120, quick 40)")
-    bl.add_options(p, OUT, mem=(2 * GIB, 2 * GIB), smp=1, count=(600, 150), idle=(60, 20))
-    cfg = bl.parse_options(p, argv)
+    cfg = bl.parse_options(p, argv, OUT, mem=(2 * GIB, 2 * GIB), smp=1, count=(600, 150),
+                           idle=(60, 20))
     cfg.stagger = cfg.stagger if cfg.stagger is not None else (40 if cfg.quick else 120)
     return cfg
 
