@@ -127,6 +127,7 @@ llfree_result_t llfree_init(llfree_t *self, size_t cores, uint64_t frames,
 	self->children = (uint16_t *)((char *)meta.lower +
 				      self->children_len *
 					      LLFREE_CHILD_BITFIELD_BYTES);
+	llfree_lock_init(&self->split_lock);
 	memset(self->local, 0, size.local);
 
 	if (mode == LLFREE_INIT_ATTACH)

@@ -123,7 +123,12 @@ typedef struct llfree_meta {
 	void *lower;
 } llfree_meta_t;
 
-/* Private handle; its fields are internal */
+/*
+ * Private handle; its fields are internal. One handle per address space:
+ * every guest free must go through the same handle (its split_lock
+ * serialises the splits of huge children); the host's attached handle
+ * never splits.
+ */
 typedef struct llfree {
 	uint64_t frames;
 	uint32_t cores;
@@ -133,6 +138,8 @@ typedef struct llfree {
 	uint16_t *trees;
 	uint64_t *bitfields;
 	uint16_t *children;
+	/* Serialises splits of huge children; never in shared memory */
+	llfree_lock_t split_lock;
 } llfree_t;
 
 /* Metadata sizes for `frames` frames and `cores` CPUs; zero sizes if invalid */

@@ -13,6 +13,7 @@
 #include <linux/bug.h>
 #include <linux/compiler.h>
 #include <linux/printk.h>
+#include <linux/spinlock.h>
 #include <linux/string.h>
 #include <linux/types.h>
 #include <asm/processor.h>
@@ -87,6 +88,42 @@ static inline unsigned llfree_popcount64(u64 v)
 static inline void llfree_spin_hint(void)
 {
 	cpu_relax();
+}
+
+/*
+ * The guest-private lock of an llfree_t (llfree_t.split_lock): a raw
+ * spinlock, held for a few atomic operations on a rare path (the split of
+ * a huge child) and guarding only that. Frees run in any context,
+ * interrupts included, so it is taken with interrupts off: an interrupt
+ * on the CPU that holds it could otherwise free into the same split and
+ * spin forever on its own CPU's lock. Raw, so PREEMPT_RT keeps it a
+ * spinning lock too (frees happen in atomic context).
+ *
+ * Preconditions: llfree_lock_init() ran before any other use; the caller
+ * does not hold it already (not recursive); the holder neither sleeps
+ * nor takes another lock (a leaf for lockdep). Not usable from NMI.
+ */
+static inline void llfree_lock_init(llfree_lock_t *lock)
+{
+	raw_spin_lock_init(lock);
+}
+
+/* Returns the flags for llfree_unlock_irqrestore() */
+static inline unsigned long llfree_lock_irqsave(llfree_lock_t *lock)
+	__acquires(lock)
+{
+	unsigned long flags;
+
+	raw_spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+/* Precondition: the caller holds `lock`, flags from llfree_lock_irqsave() */
+static inline void llfree_unlock_irqrestore(llfree_lock_t *lock,
+					    unsigned long flags)
+	__releases(lock)
+{
+	raw_spin_unlock_irqrestore(lock, flags);
 }
 
 #define llfree_warn(fmt, ...) pr_warn("llfree: " fmt "\n", ##__VA_ARGS__)

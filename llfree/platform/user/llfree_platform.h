@@ -19,6 +19,9 @@
 
 _Static_assert(sizeof(_Atomic uint16_t) == sizeof(uint16_t), "atomic u16 layout");
 _Static_assert(sizeof(_Atomic uint64_t) == sizeof(uint64_t), "atomic u64 layout");
+_Static_assert(sizeof(_Atomic uint32_t) == sizeof(uint32_t) &&
+		       _Alignof(_Atomic uint32_t) == _Alignof(uint32_t),
+	       "atomic u32 layout (the lock word)");
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 	       "the shared layout is little-endian; big-endian hosts need byte swaps");
 
@@ -94,6 +97,45 @@ static inline void llfree_spin_hint(void)
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();
 #endif
+}
+
+/*
+ * The guest-private lock of an llfree_t (llfree_t.split_lock): a spin lock
+ * on a C11 atomic word, so ThreadSanitizer sees its acquire and release.
+ * It is held for a few atomic operations on a rare path (the split of a
+ * huge child) and guards only that.
+ *
+ * Preconditions: llfree_lock_init() ran before any other use and while
+ * nobody used the lock; the caller does not hold it already (it is not
+ * recursive); the holder neither blocks nor takes another lock. Userspace
+ * has no interrupts, so the flags are unused; a signal handler must not
+ * free into llfree while its thread may hold the lock.
+ */
+static inline void llfree_lock_init(llfree_lock_t *lock)
+{
+	atomic_store_explicit((_Atomic uint32_t *)&lock->word, 0,
+			      memory_order_relaxed);
+}
+
+/* Returns the flags for llfree_unlock_irqrestore() */
+static inline unsigned long llfree_lock_irqsave(llfree_lock_t *lock)
+{
+	_Atomic uint32_t *w = (_Atomic uint32_t *)&lock->word;
+
+	while (atomic_exchange_explicit(w, 1, memory_order_acquire)) {
+		while (atomic_load_explicit(w, memory_order_relaxed))
+			llfree_spin_hint();
+	}
+	return 0;
+}
+
+/* Precondition: the caller holds `lock`, flags from llfree_lock_irqsave() */
+static inline void llfree_unlock_irqrestore(llfree_lock_t *lock,
+					    unsigned long flags)
+{
+	(void)flags;
+	atomic_store_explicit((_Atomic uint32_t *)&lock->word, 0,
+			      memory_order_release);
 }
 
 #define llfree_warn(fmt, ...) \
