@@ -87,6 +87,27 @@ static bool row_set(uint64_t *bf, unsigned first, unsigned count)
 	return true;
 }
 
+/* Give back `count` whole words from `first`; restore them on failure */
+static bool row_clear(uint64_t *bf, unsigned first, unsigned count)
+{
+	/* check the whole row first, so a wrong free changes nothing */
+	for (unsigned i = 0; i < count; i++) {
+		if (llfree_load_relaxed64(&bf[first + i]) != ~0ull)
+			return false;
+	}
+	for (unsigned i = 0; i < count; i++) {
+		if (!word_clear(&bf[first + i], ~0ull)) {
+			/* a concurrent wrong free: restore what we cleared */
+			llfree_warn("concurrent free of frame row %u",
+				    first * WORD_BITS);
+			while (i-- > 0)
+				word_set(&bf[first + i], ~0ull);
+			return false;
+		}
+	}
+	return true;
+}
+
 bool bitfield_alloc(uint64_t *bf, unsigned order, unsigned hint, unsigned *pos)
 {
 	llfree_assert(order <= BITFIELD_MAX_ORDER);
@@ -132,26 +153,30 @@ bool bitfield_clear(uint64_t *bf, unsigned pos, unsigned order)
 	llfree_assert(order <= BITFIELD_MAX_ORDER);
 	llfree_assert(pos % (1u << order) == 0 && pos < LLFREE_CHILD_FRAMES);
 
-	if (order > WORD_ORDER) {
-		unsigned first = pos / WORD_BITS, count = 1u << (order - WORD_ORDER);
+	if (order > WORD_ORDER)
+		return row_clear(bf, pos / WORD_BITS,
+				 1u << (order - WORD_ORDER));
+	return word_clear(&bf[pos / WORD_BITS],
+			  block_mask(pos % WORD_BITS, order));
+}
 
-		/* check the whole row first, so a wrong free changes nothing */
-		for (unsigned i = 0; i < count; i++) {
-			if (llfree_load_relaxed64(&bf[first + i]) != ~0ull)
-				return false;
-		}
-		for (unsigned i = 0; i < count; i++) {
-			if (!word_clear(&bf[first + i], ~0ull)) {
-				/* a concurrent wrong free: restore what we cleared */
-				llfree_warn("concurrent free of frame row %u", pos);
-				while (i-- > 0)
-					word_set(&bf[first + i], ~0ull);
-				return false;
-			}
-		}
-		return true;
+bool bitfield_fill(uint64_t *bf)
+{
+	return row_set(bf, 0, LLFREE_BITFIELD_WORDS);
+}
+
+bool bitfield_clear_all(uint64_t *bf)
+{
+	return row_clear(bf, 0, LLFREE_BITFIELD_WORDS);
+}
+
+bool bitfield_is_full(const uint64_t *bf)
+{
+	for (unsigned i = 0; i < LLFREE_BITFIELD_WORDS; i++) {
+		if (llfree_load_relaxed64(&bf[i]) != ~0ull)
+			return false;
 	}
-	return word_clear(&bf[pos / WORD_BITS], block_mask(pos % WORD_BITS, order));
+	return true;
 }
 
 bool bitfield_is_free(const uint64_t *bf, unsigned pos, unsigned order)

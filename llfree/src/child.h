@@ -13,6 +13,19 @@
  * A huge child (one 2 MiB allocation, or a hard-reclaimed child) has
  * free == 0 and an all-zero bitfield.
  *
+ * Split: the first free of part of a huge allocation turns the child into
+ * an ordinary one with every frame allocated, {0, !huge, !reclaimed} and
+ * all 512 bits set, and then frees the part as usual. The bits are set
+ * while the child is still huge, and the transition publishes them
+ * (release): whoever sees the child not huge (acquire) sees the full
+ * bitfield, so an allocator never finds a clear bit of the huge block.
+ * While the bits are filled the child still looks huge (allocated) to
+ * everyone; the host never sees the difference between a split child and
+ * one allocated in small pieces. Splitters of one child are serialised by
+ * a guest-private lock (llfree.c): filling without it has an ABA problem.
+ * A split child whose 512 frames are allocated again can be freed whole
+ * (bits cleared first, then +512), like a child never huge.
+ *
  * States with respect to the host:
  *   installed       reclaimed == 0
  *   soft-reclaimed  {512, !huge, reclaimed}: the guest may allocate it, but
@@ -134,6 +147,18 @@ static inline bool child_cas_put_huge(uint16_t *p)
 	} while (!llfree_cas_acq_rel16(
 		p, &v, child_make(LLFREE_CHILD_FRAMES, false, false)));
 	return true;
+}
+
+/*
+ * Split, after the caller filled the bitfield:
+ * {0, huge, !reclaimed} -> {0, !huge, !reclaimed}. One exact expected
+ * value, so no loop: any other entry is an error.
+ */
+static inline bool child_cas_split(uint16_t *p)
+{
+	uint16_t v = child_make(0, true, false);
+
+	return llfree_cas_acq_rel16(p, &v, child_make(0, false, false));
 }
 
 /* Soft reclaim: {512, !huge, !reclaimed} -> {512, !huge, reclaimed} */
