@@ -15,6 +15,10 @@
  *
  * A free runs the same steps backwards: bits, child counter, and then the
  * CPU's reservation if it holds the tree, else the tree entry.
+ *
+ * A free of part of a huge child first splits it into an ordinary child
+ * with all 512 frames allocated (split_huge(), the only place that takes
+ * a lock: see there), so frees do not have to match allocations.
  */
 #include "llfree_internal.h"
 
@@ -543,38 +547,115 @@ static bool put_children(llfree_t *self, uint64_t first, unsigned k,
 	return true;
 }
 
+/*
+ * Split huge child c, seen as `v`, before a part of it is freed:
+ * {0, huge, !reclaimed} with no bit set -> every bit set (fill), then
+ * {0, !huge, !reclaimed} (child_cas_split(), which publishes the fill).
+ *
+ * The fill must come before the child leaves the huge state: once it is
+ * not huge, a concurrent free may raise its counter and an allocator then
+ * searches the bitfield, where a clear bit of the huge block would be
+ * handed out twice. Filling first needs mutual exclusion of the splitters
+ * of a child: a splitter that saw `huge` long ago could fill a word that
+ * a completed split has freed entirely since (ABA), taking 64 frames that
+ * are counted free. Splits happen once per huge block, so the handle's
+ * guest-private split_lock serialises them all; under it the child is
+ * read again. The shared layout is unchanged, and the host, which never
+ * splits, sees the child allocated throughout. Partial frees only touch
+ * the bitfield after they saw the child not huge (acquire), so they never
+ * see a partial fill.
+ *
+ * Returns LLFREE_OK if the child is not huge now (split here or by a
+ * splitter we waited for, or never huge: the free that follows decides),
+ * LLFREE_ERR_STATE for a reclaimed huge child (hard-reclaimed, or an
+ * allocation not installed: the caller's bug) and for corrupt states (bits
+ * set in a huge child, a child that changed during the fill); nothing
+ * changes on an error.
+ */
+static enum llfree_error split_huge(llfree_t *self, uint64_t c, uint16_t v)
+{
+	uint16_t *p = child_at(self, c);
+	uint64_t *bf = bitfield_at(self, c);
+	enum llfree_error err = LLFREE_OK;
+	bool corrupt = false, lost = false;
+	unsigned long flags;
+
+	if (!child_valid(v) || !child_huge(v))
+		return LLFREE_OK;
+	if (child_reclaimed(v))
+		return LLFREE_ERR_STATE;
+
+	flags = llfree_lock_irqsave(&self->split_lock);
+	v = llfree_load_acquire16(p);
+	if (v == child_make(0, true, false)) {
+		if (!bitfield_fill(bf)) {
+			corrupt = true; /* bits set in a huge child */
+		} else if (!child_cas_split(p)) {
+			/* the child changed during the fill: give it back */
+			corrupt = true;
+			lost = !bitfield_clear_all(bf);
+		}
+	} else if (!child_valid(v) || child_huge(v)) {
+		/* reclaimed (or broken) while we waited */
+		err = LLFREE_ERR_STATE;
+	}
+	llfree_unlock_irqrestore(&self->split_lock, flags);
+
+	if (corrupt) {
+		llfree_warn("split: inconsistent huge child %llu%s",
+			    (unsigned long long)c,
+			    lost ? ", fill not given back" : "");
+		err = LLFREE_ERR_STATE;
+	}
+	return err;
+}
+
+/* Free 2^order < 512 frames at bit `pos` of child c */
+static enum llfree_error put_small(llfree_t *self, uint64_t c, unsigned pos,
+				   unsigned order)
+{
+	uint16_t *p = child_at(self, c);
+	uint64_t *bf = bitfield_at(self, c);
+	enum llfree_error err;
+	bool undone;
+
+	/* acquire: a child seen split has its full bitfield visible */
+	err = split_huge(self, c, llfree_load_acquire16(p));
+	if (err != LLFREE_OK)
+		return err;
+	if (!bitfield_clear(bf, pos, order))
+		return LLFREE_ERR_ADDRESS;
+	if (child_cas_inc(p, 1u << order))
+		return LLFREE_OK;
+	/* bits were set in a huge or full child: corrupt */
+	undone = bitfield_set(bf, pos, order);
+	(void)undone;
+	llfree_warn("put: inconsistent child %llu", (unsigned long long)c);
+	return LLFREE_ERR_STATE;
+}
+
 /* llfree_put() and llfree_put_uninstalled() */
 static llfree_result_t put(llfree_t *self, size_t core, uint64_t frame,
 			   size_t order, bool uninstalled)
 {
 	uint64_t c = frame / LLFREE_CHILD_FRAMES;
-	unsigned n;
+	enum llfree_error err;
 
 	if (core >= self->cores || !block_valid(self, frame, order))
 		return result_err(LLFREE_ERR_ADDRESS);
-	n = 1u << order;
 
-	if (order >= LLFREE_HUGE_ORDER) {
-		if (!put_children(self, c, 1u << (order - LLFREE_HUGE_ORDER),
-				  uninstalled))
-			return result_err(LLFREE_ERR_ADDRESS);
-	} else {
-		unsigned pos = (unsigned)(frame % LLFREE_CHILD_FRAMES);
-
-		if (!bitfield_clear(bitfield_at(self, c), pos, (unsigned)order))
-			return result_err(LLFREE_ERR_ADDRESS);
-		if (!child_cas_inc(child_at(self, c), n)) {
-			/* bits were set in a huge or full child: corrupt */
-			bool undone = bitfield_set(bitfield_at(self, c), pos,
-						   (unsigned)order);
-
-			(void)undone;
-			llfree_warn("put: inconsistent child %llu",
-				    (unsigned long long)c);
-			return result_err(LLFREE_ERR_STATE);
-		}
-	}
-	tree_put(self, core, c / LLFREE_TREE_CHILDREN, n);
+	if (order < LLFREE_HUGE_ORDER)
+		err = put_small(self, c,
+				(unsigned)(frame % LLFREE_CHILD_FRAMES),
+				(unsigned)order);
+	else if (put_children(self, c, 1u << (order - LLFREE_HUGE_ORDER),
+			      uninstalled))
+		err = LLFREE_OK;
+	else
+		err = LLFREE_ERR_ADDRESS;
+	if (err != LLFREE_OK)
+		return result_err(err);
+	tree_put(self, core, c / LLFREE_TREE_CHILDREN, 1u << order);
 	return result_ok(frame, false);
 }
 

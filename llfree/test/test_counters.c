@@ -3,7 +3,8 @@
  * Tests of the queries (free_frames, free_huge, reclaimed_huge,
  * reserved_trees, is_free, free_at, is_reclaimed) and a seeded
  * single-threaded model test that runs every guest and host operation
- * against a shadow of the expected state and compares after every step.
+ * (including frees of parts of blocks) against a shadow of the expected
+ * state and compares after every step.
  */
 #include "util.h"
 
@@ -319,6 +320,32 @@ static void model_take(struct model *m, llfree_result_t r, size_t order)
 	check(!covers_soft(m, r.frame, order));
 }
 
+/* Free one piece of a live block; the rest stays live as buddy blocks */
+static void model_put_piece(struct model *m, size_t core)
+{
+	uint64_t k, piece;
+	struct tl_block b;
+	size_t q;
+
+	if (!m->nlive)
+		return;
+	k = rng_below(&m->rng, m->nlive);
+	b = m->live[k];
+	if (b.order == 0)
+		return;
+	q = rng_below(&m->rng, b.order);
+	piece = b.frame + (rng_below(&m->rng, 1ull << (b.order - q)) << q);
+	check_ok(llfree_put(&m->t.ll, core, piece, q));
+	for (uint64_t f = piece; f < piece + (1ull << q); f++)
+		m->alloc[f] = 0;
+	m->live[k] = m->live[--m->nlive];
+	for (size_t l = q; l < b.order; l++) {
+		m->live[m->nlive].frame = (piece >> l ^ 1) << l;
+		m->live[m->nlive].order = l;
+		m->nlive++;
+	}
+}
+
 static void model_step(struct model *m)
 {
 	uint64_t op = rng_below(&m->rng, 100);
@@ -334,7 +361,7 @@ static void model_step(struct model *m)
 			check_eq(r.error, LLFREE_ERR_MEMORY);
 			check(!any_block_free(m, order));
 		}
-	} else if (op < 65) { /* put */
+	} else if (op < 57) { /* put */
 		if (!m->nlive)
 			return;
 		uint64_t k = rng_below(&m->rng, m->nlive);
@@ -344,6 +371,8 @@ static void model_step(struct model *m)
 		for (uint64_t f = b.frame; f < b.frame + (1ull << b.order); f++)
 			m->alloc[f] = 0;
 		m->live[k] = m->live[--m->nlive];
+	} else if (op < 65) { /* put a piece of a block (a split if huge) */
+		model_put_piece(m, core);
 	} else if (op < 70) { /* put of a free block: refused */
 		uint64_t f = rng_below(&m->rng, m->frames) & ~((1ull << order) - 1);
 

@@ -148,6 +148,22 @@ static inline llfree_result_t tl_reclaim_child(struct tl *t, uint64_t c,
 	return r;
 }
 
+/* Child entry of child c in the shared array, for tests that write states */
+static inline uint16_t *tl_child_entry(const struct tl *t, uint64_t c)
+{
+	uint64_t children = (llfree_frames(&t->ll) + CHILD - 1) / CHILD;
+
+	return (uint16_t *)((char *)t->meta.lower +
+			    children * LLFREE_CHILD_BITFIELD_BYTES) +
+	       c;
+}
+
+/* Bitfield (LLFREE_BITFIELD_WORDS words) of child c in the shared array */
+static inline uint64_t *tl_bitfield(const struct tl *t, uint64_t c)
+{
+	return (uint64_t *)t->meta.lower + c * LLFREE_BITFIELD_WORDS;
+}
+
 /* A copy of the shared buffers (trees and lower) */
 struct snap {
 	void *trees;

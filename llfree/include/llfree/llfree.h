@@ -171,13 +171,30 @@ llfree_result_t llfree_get(llfree_t *self, size_t core, size_t order,
 llfree_result_t llfree_get_at(llfree_t *self, size_t core, uint64_t frame,
 			      size_t order) LLFREE_MUST_CHECK;
 
-/* Free the 2^order frames starting at `frame` */
+/*
+ * Free the 2^order frames starting at `frame`.
+ *
+ * A free of order < 9 inside a huge child (part of an order-9/10
+ * allocation, e.g. a THP split, split_page() or __free_pages() with an
+ * extra reference) splits the child into an ordinary one with all 512
+ * frames allocated, then frees the block. Concurrent partial frees of the
+ * same child, also from interrupts, are safe; the split takes the
+ * handle's split_lock. A huge child that is reclaimed (hard-reclaimed by
+ * the host, or a guest allocation not installed yet) is refused with
+ * LLFREE_ERR_STATE and not changed.
+ *
+ * LLFREE_ERR_ADDRESS for a block out of range, unaligned or not entirely
+ * allocated; LLFREE_ERR_STATE for a reclaimed huge child or an entry that
+ * contradicts its bitfield (corrupt). An error frees nothing.
+ */
 llfree_result_t llfree_put(llfree_t *self, size_t core, uint64_t frame,
 			   size_t order) LLFREE_MUST_CHECK;
 
 /*
  * Give back an allocation that was never used because its install failed.
- * Unlike llfree_put(), huge children keep their reclaimed flag.
+ * Unlike llfree_put(), huge children keep their reclaimed flag. Partial
+ * frees of a huge child are refused as by llfree_put(): an allocation that
+ * was never installed is given back whole.
  */
 llfree_result_t llfree_put_uninstalled(llfree_t *self, size_t core,
 				       uint64_t frame,
