@@ -16,9 +16,12 @@
  * A free runs the same steps backwards: bits, child counter, and then the
  * CPU's reservation if it holds the tree, else the tree entry.
  *
- * A free of part of a huge child first splits it into an ordinary child
- * with all 512 frames allocated (split_huge(), the only place that takes
- * a lock: see there), so frees do not have to match allocations.
+ * Frees do not have to match allocations: any aligned block whose frames
+ * are all allocated can be freed. A free of part of a huge child first
+ * splits it into an ordinary child with all 512 frames allocated
+ * (split_huge(), the only place that takes a lock: see there); a free of
+ * whole children takes huge children and children whose 512 bits are all
+ * set, so a split child allocated again is freed whole as well.
  */
 #include "llfree_internal.h"
 
@@ -521,26 +524,90 @@ static void tree_put(llfree_t *self, size_t core, uint64_t t, unsigned n)
 	tree_give(self, t, n);
 }
 
+/* How a free of whole children gives child c back */
+enum whole {
+	WHOLE_NONE, /* it cannot: not entirely allocated, or reclaimed */
+	WHOLE_HUGE, /* a huge child: one CAS */
+	WHOLE_FULL, /* every bit set (split, or never huge): bits, then +512 */
+};
+
 /*
- * Free k whole children from `first`, undoing on failure. Only children
- * that are installed, unless `uninstalled` (which keeps reclaimed flags).
+ * A huge child is freed whole if installed, or with `uninstalled` (which
+ * keeps reclaimed flags); a child whose 512 frames are all allocated in
+ * pieces whatever its reclaimed flag, as the pieces' frees would.
+ */
+static enum whole whole_kind(const llfree_t *self, uint64_t c, bool uninstalled)
+{
+	/* acquire: the bitfield of a child seen split is complete */
+	uint16_t v = llfree_load_acquire16(child_at(self, c));
+
+	if (!child_valid(v))
+		return WHOLE_NONE;
+	if (child_huge(v) && (uninstalled || !child_reclaimed(v)))
+		return WHOLE_HUGE;
+	if (child_huge(v))
+		return WHOLE_NONE;
+	if (child_free(v) == 0 && bitfield_is_full(bitfield_at(self, c)))
+		return WHOLE_FULL;
+	return WHOLE_NONE;
+}
+
+/* Free child c whole as whole_kind() found it; false if it changed since */
+static bool put_whole(llfree_t *self, uint64_t c, enum whole kind,
+		      bool uninstalled)
+{
+	uint16_t *p = child_at(self, c);
+	uint64_t *bf = bitfield_at(self, c);
+	bool undone;
+
+	if (kind == WHOLE_HUGE && uninstalled)
+		return child_cas_untake_huge(p);
+	if (kind == WHOLE_HUGE)
+		return child_cas_put_huge(p);
+	if (!bitfield_clear_all(bf))
+		return false;
+	if (child_cas_inc(p, LLFREE_CHILD_FRAMES))
+		return true;
+	undone = bitfield_fill(bf);
+	llfree_assert(undone);
+	(void)undone;
+	return false;
+}
+
+/* Exact undo of put_whole(): allocate the child again as it was */
+static void unput_whole(llfree_t *self, uint64_t c, enum whole kind)
+{
+	uint16_t *p = child_at(self, c);
+	uint16_t old;
+	bool undone;
+
+	if (kind == WHOLE_HUGE)
+		undone = child_cas_take_huge(p, &old);
+	else /* as an allocation: the counter before the bits */
+		undone = child_cas_dec(p, LLFREE_CHILD_FRAMES, &old) &&
+			 bitfield_fill(bitfield_at(self, c));
+	llfree_assert(undone);
+	(void)undone;
+}
+
+/*
+ * Free k whole children from `first`. All must qualify before the first
+ * is freed; if one changed meanwhile, those freed are taken back.
  */
 static bool put_children(llfree_t *self, uint64_t first, unsigned k,
 			 bool uninstalled)
 {
+	enum whole kind[1u << (LLFREE_MAX_ORDER - LLFREE_HUGE_ORDER)];
+
 	for (unsigned i = 0; i < k; i++) {
-		uint16_t *p = child_at(self, first + i);
-
-		if (uninstalled ? !child_cas_untake_huge(p) :
-				  !child_cas_put_huge(p)) {
-			while (i-- > 0) {
-				uint16_t old;
-				bool undone = child_cas_take_huge(
-					child_at(self, first + i), &old);
-
-				llfree_assert(undone);
-				(void)undone;
-			}
+		kind[i] = whole_kind(self, first + i, uninstalled);
+		if (kind[i] == WHOLE_NONE)
+			return false;
+	}
+	for (unsigned i = 0; i < k; i++) {
+		if (!put_whole(self, first + i, kind[i], uninstalled)) {
+			while (i-- > 0)
+				unput_whole(self, first + i, kind[i]);
 			return false;
 		}
 	}

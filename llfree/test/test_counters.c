@@ -3,8 +3,9 @@
  * Tests of the queries (free_frames, free_huge, reclaimed_huge,
  * reserved_trees, is_free, free_at, is_reclaimed) and a seeded
  * single-threaded model test that runs every guest and host operation
- * (including frees of parts of blocks) against a shadow of the expected
- * state and compares after every step.
+ * (including frees of parts of blocks and of whole children allocated in
+ * pieces) against a shadow of the expected state and compares after
+ * every step.
  */
 #include "util.h"
 
@@ -346,6 +347,41 @@ static void model_put_piece(struct model *m, size_t core)
 	}
 }
 
+/*
+ * Free a random child with one order-9 put: allowed exactly when all its
+ * frames are allocated, in whatever pieces (huge, split, never huge, half
+ * of an order-10 block)
+ */
+static void model_put_child(struct model *m, size_t core)
+{
+	uint64_t c = rng_below(&m->rng, m->children), first = c * CHILD;
+	bool all = cap_of(m, c) == CHILD;
+	llfree_result_t r;
+
+	for (uint64_t f = first; all && f < first + CHILD; f++)
+		all = m->alloc[f];
+	r = llfree_put(&m->t.ll, core, first, 9);
+	check_eq(r.error == LLFREE_OK, all);
+	if (r.error != LLFREE_OK)
+		return;
+	memset(&m->alloc[first], 0, CHILD);
+	for (uint64_t i = 0; i < m->nlive;) {
+		struct tl_block *b = &m->live[i];
+
+		if (b->frame + (1ull << b->order) <= first ||
+		    b->frame >= first + CHILD) {
+			i++;
+		} else if (b->order > 9) { /* the other half stays */
+			if (b->frame == first)
+				b->frame += CHILD;
+			b->order = 9;
+			i++;
+		} else {
+			*b = m->live[--m->nlive];
+		}
+	}
+}
+
 static void model_step(struct model *m)
 {
 	uint64_t op = rng_below(&m->rng, 100);
@@ -371,8 +407,10 @@ static void model_step(struct model *m)
 		for (uint64_t f = b.frame; f < b.frame + (1ull << b.order); f++)
 			m->alloc[f] = 0;
 		m->live[k] = m->live[--m->nlive];
-	} else if (op < 65) { /* put a piece of a block (a split if huge) */
+	} else if (op < 63) { /* put a piece of a block (a split if huge) */
 		model_put_piece(m, core);
+	} else if (op < 65) { /* put a whole child, allocated in any pieces */
+		model_put_child(m, core);
 	} else if (op < 70) { /* put of a free block: refused */
 		uint64_t f = rng_below(&m->rng, m->frames) & ~((1ull << order) - 1);
 

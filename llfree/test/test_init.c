@@ -119,12 +119,13 @@ TEST(init_alloc)
 	check_err(llfree_get(&t.ll, 0, 0, false), LLFREE_ERR_MEMORY);
 	check_err(llfree_reclaim(&t.ll, 0, false), LLFREE_ERR_MEMORY);
 	check_err(llfree_reclaim(&t.ll, 0, true), LLFREE_ERR_MEMORY);
-	/* allocated as order-0 frames: a huge put is wrong */
-	check_err(llfree_put(&t.ll, 0, 0, 9), LLFREE_ERR_ADDRESS);
+	/* allocated as order-0 frames, but entirely: a child is freed whole */
+	check_ok(llfree_put(&t.ll, 0, 0, 9));
+	check_eq(llfree_free_frames(&t.ll), CHILD);
 	check(llfree_validate(&t.ll));
 
-	/* free every frame one by one, then everything is back */
-	for (uint64_t f = 0; f < frames; f++) {
+	/* free every other frame one by one, then everything is back */
+	for (uint64_t f = CHILD; f < frames; f++) {
 		llfree_result_t r = llfree_put(&t.ll, f % 2, f, 0);
 
 		if (r.error != LLFREE_OK) {

@@ -2,7 +2,8 @@
 /*
  * Tests of splits: frees of part of a huge (order 9/10) allocation, as
  * Linux does them (THP split, split_page(), alloc_pages_exact(),
- * __free_pages() with an extra reference).
+ * __free_pages() with an extra reference), and whole-child frees of split
+ * children that are entirely allocated again.
  *
  * A split turns {0, huge, !reclaimed} into an ordinary child with a full
  * bitfield. The counters (llfree_free_frames, every tree, reservations)
@@ -254,6 +255,110 @@ TEST(split_order10_child_and_pieces)
 }
 
 /*
+ * A child whose 512 frames are all allocated, as pieces or never huge, is
+ * freed by a whole-child put (order 9, or order 10 with any mix of huge
+ * and split children); one free frame makes the put fail without a trace.
+ */
+TEST(split_whole_free_of_full_child)
+{
+	const uint64_t frames = TREE;
+	uint64_t free = frames;
+	struct tl t;
+	struct snap s;
+
+	if (!tl_init(&t, 1, frames, LLFREE_INIT_FREE))
+		return;
+	/* child 0: split, the piece allocated again, freed whole */
+	check_ok(llfree_get_at(&t.ll, 0, 0, 9));
+	check_ok(llfree_put(&t.ll, 0, 5, 0));
+	check_ok(llfree_get_at(&t.ll, 0, 5, 0));
+	free -= CHILD;
+	check_counts(&t, free);
+	check_eq(llfree_free_at(&t.ll, 0, 9), 0);
+	check_ok(llfree_put(&t.ll, 0, 0, 9));
+	free += CHILD;
+	check_counts(&t, free);
+	check(llfree_is_free(&t.ll, 0, 9));
+	check_err(llfree_put(&t.ll, 0, 0, 9), LLFREE_ERR_ADDRESS);
+
+	/* child 1: never huge, 512 order-0 frames, freed whole */
+	for (uint64_t f = CHILD; f < 2 * CHILD; f++)
+		check_ok(llfree_get_at(&t.ll, 0, f, 0));
+	free -= CHILD;
+	check_counts(&t, free);
+	check_ok(llfree_put(&t.ll, 0, CHILD, 9));
+	free += CHILD;
+	check_counts(&t, free);
+
+	/* children 2+3: order 10, a huge and a split child, then both split */
+	check_ok(llfree_get_at(&t.ll, 0, 2 * CHILD, 10));
+	check_ok(llfree_put(&t.ll, 0, 3 * CHILD + 64, 6));
+	check_ok(llfree_get_at(&t.ll, 0, 3 * CHILD + 64, 6));
+	check_counts(&t, free - 2 * CHILD);
+	check_ok(llfree_put(&t.ll, 0, 2 * CHILD, 10));
+	check_counts(&t, free);
+	check_ok(llfree_get_at(&t.ll, 0, 2 * CHILD, 10));
+	check_ok(llfree_put(&t.ll, 0, 2 * CHILD, 0));
+	check_ok(llfree_put(&t.ll, 0, 3 * CHILD + 511, 0));
+	check_ok(llfree_get_at(&t.ll, 0, 2 * CHILD, 0));
+	check_ok(llfree_get_at(&t.ll, 0, 3 * CHILD + 511, 0));
+	check_counts(&t, free - 2 * CHILD);
+	check_ok(llfree_put(&t.ll, 0, 2 * CHILD, 10));
+	check_counts(&t, free);
+	check_eq(llfree_free_huge(&t.ll), 8);
+
+	/* refused: a split child with one free frame */
+	check_ok(llfree_get_at(&t.ll, 0, 4 * CHILD, 9));
+	check_ok(llfree_put(&t.ll, 0, 4 * CHILD + 7, 0));
+	snap_take(&s, &t);
+	check_err(llfree_put(&t.ll, 0, 4 * CHILD, 9), LLFREE_ERR_ADDRESS);
+	check(snap_same(&s, &t));
+	snap_free(&s);
+	/* refused: order 10 over a full child and a free one */
+	check_ok(llfree_get_at(&t.ll, 0, 4 * CHILD + 7, 0));
+	snap_take(&s, &t);
+	check_err(llfree_put(&t.ll, 0, 4 * CHILD, 10), LLFREE_ERR_ADDRESS);
+	check(snap_same(&s, &t));
+	snap_free(&s);
+	check_ok(llfree_put(&t.ll, 0, 4 * CHILD, 9));
+	/* refused: order 10 over a huge child and a split one with a hole */
+	check_ok(llfree_get_at(&t.ll, 0, 6 * CHILD, 10));
+	check_ok(llfree_put(&t.ll, 0, 7 * CHILD + 100, 2));
+	snap_take(&s, &t);
+	check_err(llfree_put(&t.ll, 0, 6 * CHILD, 10), LLFREE_ERR_ADDRESS);
+	check(snap_same(&s, &t));
+	snap_free(&s);
+	check_eq(llfree_free_at(&t.ll, 6 * CHILD, 9), 0);
+	check_ok(llfree_get_at(&t.ll, 0, 7 * CHILD + 100, 2));
+	check_ok(llfree_put(&t.ll, 0, 6 * CHILD, 10));
+	check_counts(&t, frames);
+	tl_drain_all(&t);
+	check_eq(llfree_free_huge(&t.ll), 8);
+	tl_free(&t);
+}
+
+/* Memory that starts allocated (INIT_ALLOC) can be freed in whole children */
+TEST(split_init_alloc_whole)
+{
+	const uint64_t frames = TREE + CHILD + 100;
+	struct tl t;
+
+	if (!tl_init(&t, 1, frames, LLFREE_INIT_ALLOC))
+		return;
+	check_ok(llfree_put(&t.ll, 0, 0, 10));
+	check_ok(llfree_put(&t.ll, 0, 2 * CHILD, 9));
+	check_ok(llfree_put(&t.ll, 0, 3 * CHILD + 64, 6));
+	check_counts(&t, 3 * CHILD + 64);
+	for (uint64_t f = 3 * CHILD; f < frames; f++) {
+		if (f < 3 * CHILD + 64 || f >= 3 * CHILD + 128)
+			check_ok(llfree_put(&t.ll, 0, f, 0));
+	}
+	check_counts(&t, frames);
+	check_eq(llfree_free_huge(&t.ll), 9);
+	tl_free(&t);
+}
+
+/*
  * A partial free of a huge child that is reclaimed -- hard-reclaimed by
  * the host, or a guest huge allocation not installed yet -- is refused
  * with LLFREE_ERR_STATE and changes nothing.
@@ -425,10 +530,19 @@ static unsigned model_put(struct child_state *st, unsigned pos, unsigned order,
 	struct child_state next = *st;
 
 	if (order == LLFREE_HUGE_ORDER) {
+		bool full = true;
+
 		if (valid && huge && (uninstalled || !rec)) {
 			/* put_uninstalled keeps the flag */
 			st->child = (uint16_t)(CHILD +
 					       (v & LLFREE_CHILD_RECLAIMED));
+			return LLFREE_OK;
+		}
+		for (unsigned w = 0; w < LLFREE_BITFIELD_WORDS; w++)
+			full = full && st->bf[w] == ~0ull;
+		if (valid && !huge && free == 0 && full) {
+			st->child = (uint16_t)(v + CHILD);
+			memset(st->bf, 0, sizeof(st->bf));
 			return LLFREE_OK;
 		}
 		return LLFREE_ERR_ADDRESS;

@@ -172,16 +172,21 @@ llfree_result_t llfree_get_at(llfree_t *self, size_t core, uint64_t frame,
 			      size_t order) LLFREE_MUST_CHECK;
 
 /*
- * Free the 2^order frames starting at `frame`.
+ * Free the 2^order frames starting at `frame`. Any aligned block whose
+ * frames are all allocated can be freed, whatever allocations they came
+ * from:
  *
- * A free of order < 9 inside a huge child (part of an order-9/10
- * allocation, e.g. a THP split, split_page() or __free_pages() with an
- * extra reference) splits the child into an ordinary one with all 512
- * frames allocated, then frees the block. Concurrent partial frees of the
- * same child, also from interrupts, are safe; the split takes the
- * handle's split_lock. A huge child that is reclaimed (hard-reclaimed by
- * the host, or a guest allocation not installed yet) is refused with
- * LLFREE_ERR_STATE and not changed.
+ * - order < 9 inside a huge child (part of an order-9/10 allocation, e.g.
+ *   a THP split, split_page() or __free_pages() with an extra reference):
+ *   the first such free splits the child into an ordinary one with all 512
+ *   frames allocated, then frees the block. Concurrent partial frees of
+ *   the same child, also from interrupts, are safe; the split takes the
+ *   handle's split_lock. A huge child that is reclaimed (hard-reclaimed by
+ *   the host, or a guest allocation not installed yet) is refused with
+ *   LLFREE_ERR_STATE and not changed.
+ * - order 9/10 over children that are huge (installed) or have all 512
+ *   frames allocated in any pieces (e.g. split and allocated again), in
+ *   any mix for order 10.
  *
  * LLFREE_ERR_ADDRESS for a block out of range, unaligned or not entirely
  * allocated; LLFREE_ERR_STATE for a reclaimed huge child or an entry that
