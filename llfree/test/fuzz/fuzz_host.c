@@ -32,6 +32,11 @@
  * QEMU does), calls host operations only where the host protocol allows,
  * and aborts when the library disagrees with the model (double
  * allocation, wrong reclaimed report, counters, validate() == false).
+ * A put of frames the model's guest owns must succeed unless it covers a
+ * child the host reclaimed (a huge allocation not installed yet refuses
+ * partial frees), whatever pieces they were allocated in: parts of huge
+ * allocations (a split), whole children allocated in pieces. OP_PUT_PART
+ * frees huge and smaller allocations in pieces as Linux does.
  * Once the shared state is corrupted, memory safety, termination and the
  * host's own safety checks remain: a reclaimed child lies inside the
  * memory (the host discards it), return/install succeed only for aligned
@@ -425,13 +430,47 @@ static void op_guest_get_at(struct input *in)
 	guest_allocated("get_at", r, order, install);
 }
 
+/* A guest put, checked against the model in clean runs */
+static void guest_put(size_t core, uint64_t frame, size_t order)
+{
+	bool owned, must;
+	llfree_result_t r;
+
+	/* the model's guest never frees memory of the host's balloon */
+	if (F.clean && range_in_model(frame, order) &&
+	    any_owned_by(frame, order, OWN_HOST))
+		return;
+
+	r = llfree_put(&F.guest, core, frame, order);
+	tracef("guest put(core %zu, %#llx, order %zu) -> err %u", core,
+	       (unsigned long long)frame, order, r.error);
+	if (!F.clean)
+		return;
+	owned = range_in_model(frame, order) && frame % (1ull << order) == 0 &&
+		owned_by(frame, order, OWN_GUEST);
+	/* installed frames the guest owns are freed, in whatever pieces */
+	must = owned && !covers_reclaimed(frame, order);
+	if (must && r.error != LLFREE_OK)
+		model_fail("put %#llx order %zu of allocated, installed frames failed: %s",
+			   (unsigned long long)frame, order,
+			   llfree_strerror(r.error));
+	if (r.error != LLFREE_OK)
+		return;
+	if (!range_in_model(frame, order) || frame % (1ull << order))
+		model_fail("put %#llx order %zu succeeded out of range",
+			   (unsigned long long)frame, order);
+	if (!owned)
+		model_fail("put %#llx order %zu: frames were not allocated",
+			   (unsigned long long)frame, order);
+	set_owner(frame, order, OWN_FREE);
+}
+
 static void op_guest_put(struct input *in)
 {
 	size_t core = in_u8(in) % F.cores;
 	uint8_t sel = in_u8(in);
 	uint64_t frame;
 	size_t order;
-	llfree_result_t r;
 
 	if ((sel & 1) && F.ring_len) {
 		struct alloc a = ring_pop(sel >> 1);
@@ -442,23 +481,53 @@ static void op_guest_put(struct input *in)
 		frame = arg_frame(in);
 		order = arg_order(in);
 	}
-	/* the model's guest never frees memory of the host's balloon */
-	if (F.clean && range_in_model(frame, order) &&
-	    any_owned_by(frame, order, OWN_HOST))
-		return;
+	guest_put(core, frame, order);
+}
 
-	r = llfree_put(&F.guest, core, frame, order);
-	tracef("guest put(core %zu, %#llx, order %zu) -> err %u", core,
-	       (unsigned long long)frame, order, r.error);
-	if (!F.clean || r.error != LLFREE_OK)
+/*
+ * Free a recent allocation in pieces of order q < its order, as Linux
+ * does with huge pages: mode 0 frees the piece at index i and keeps the
+ * rest (as the buddy blocks around the piece); mode 1 frees the halves at
+ * orders order-1 .. q and then the head (__free_pages() with an extra
+ * reference); mode 2 frees every piece of order q, from index i on.
+ */
+static void op_guest_put_part(struct input *in)
+{
+	size_t core = in_u8(in) % F.cores;
+	uint8_t sel = in_u8(in);
+	uint8_t b = in_u8(in);
+	uint64_t i = in_le(in, 2), pieces, piece;
+	struct alloc a;
+	size_t q;
+
+	if (!F.ring_len)
 		return;
-	if (!range_in_model(frame, order) || frame % (1ull << order))
-		model_fail("put %#llx order %zu succeeded out of range",
-			   (unsigned long long)frame, order);
-	if (!owned_by(frame, order, OWN_GUEST))
-		model_fail("put %#llx order %zu: frames were not allocated",
-			   (unsigned long long)frame, order);
-	set_owner(frame, order, OWN_FREE);
+	a = ring_pop(sel);
+	if (a.order == 0 || a.order > LLFREE_MAX_ORDER)
+		return;
+	q = (b & 0xf) % a.order;
+	pieces = 1ull << (a.order - q);
+	i %= pieces;
+	tracef("guest put_part(%#llx order %zu, pieces of order %zu, mode %u, index %llu)",
+	       (unsigned long long)a.frame, a.order, q, (b >> 4) % 3,
+	       (unsigned long long)i);
+	switch ((b >> 4) % 3) {
+	case 0:
+		piece = a.frame + (i << q);
+		guest_put(core, piece, q);
+		for (size_t l = q; l < a.order; l++)
+			ring_push((piece >> l ^ 1) << l, l);
+		break;
+	case 1:
+		for (size_t k = a.order; k-- > q;)
+			guest_put(core, a.frame + (1ull << k), k);
+		guest_put(core, a.frame, q);
+		break;
+	default:
+		for (uint64_t n = 0; n < pieces; n++)
+			guest_put(core, a.frame + (((i + n) % pieces) << q), q);
+		break;
+	}
 }
 
 static void op_guest_drain(struct input *in)
@@ -744,6 +813,7 @@ enum op {
 	OP_POKE,
 	/* last: keeps the numbers of the older ops for saved inputs */
 	OP_RECLAIM_AT,
+	OP_PUT_PART,
 	OP_COUNT,
 };
 
@@ -793,7 +863,7 @@ static void install_abrt_handler(void)
 static void run_op(struct input *in)
 {
 	uint8_t op = in_u8(in) % OP_COUNT;
-	bool guest_op = op <= OP_GUEST_QUERIES;
+	bool guest_op = op <= OP_GUEST_QUERIES || op == OP_PUT_PART;
 
 	if (guest_op ? !F.guest_ok : !F.host_ok && op != OP_POKE &&
 					     op != OP_VALIDATE)
@@ -851,6 +921,9 @@ static void run_op_body(struct input *in, uint8_t op)
 		break;
 	case OP_RECLAIM_AT:
 		op_host_reclaim_at(in);
+		break;
+	case OP_PUT_PART:
+		op_guest_put_part(in);
 		break;
 	case OP_VALIDATE:
 		op_validate(in);
@@ -1100,6 +1173,50 @@ static void write_seeds(const char *dir)
 	put8(&s, OP_POKE), put8(&s, 0), put_le(&s, 0, 2), put_le(&s, 0x200, 2);
 	put8(&s, OP_HARD), put8(&s, 0);
 	write_seed(dir, "seed-partial-child-poke", &s);
+
+	/*
+	 * Huge allocations freed in pieces (splits), a split child allocated
+	 * again and freed whole, and a soft child allocated huge and not
+	 * installed, whose partial free is refused.
+	 */
+	seed_header(&s, 2, 1, 16);
+	put8(&s, OP_GET_AT), put8(&s, 0), put8(&s, 1), put8(&s, 2);
+	put8(&s, 9), put8(&s, 0);
+	put8(&s, OP_GET_AT), put8(&s, 1), put8(&s, 1), put8(&s, 4);
+	put8(&s, 10), put8(&s, 0);
+	/* child 2: the order-3 piece 5, the rest stays */
+	put8(&s, OP_PUT_PART), put8(&s, 0), put8(&s, 0), put8(&s, 0x03);
+	put_le(&s, 5, 2);
+	/* children 4+5: __free_pages() with an extra reference */
+	put8(&s, OP_PUT_PART), put8(&s, 1), put8(&s, 0), put8(&s, 0x10);
+	put_le(&s, 0, 2);
+	/* child 2: the piece again, then the whole child */
+	put8(&s, OP_GET_AT), put8(&s, 0), put8(&s, 0);
+	put_le(&s, 2 * 512 + 40, 2), put8(&s, 3), put8(&s, 0);
+	put8(&s, OP_PUT), put8(&s, 0), put8(&s, 0), put8(&s, 1), put8(&s, 2);
+	put8(&s, 9);
+	/* child 0: soft, allocated huge, not installed: a piece is refused */
+	put8(&s, OP_SOFT), put8(&s, 0);
+	put8(&s, OP_GET_AT), put8(&s, 0), put8(&s, 1), put8(&s, 0);
+	put8(&s, 9), put8(&s, 0xff);
+	put8(&s, OP_PUT), put8(&s, 0), put8(&s, 0), put8(&s, 1), put8(&s, 0);
+	put8(&s, 0);
+	put8(&s, OP_BULK), put8(&s, 0x80 | 8), put8(&s, 0);
+	put8(&s, OP_VALIDATE), put8(&s, 0);
+	write_seed(dir, "seed-split", &s);
+
+	/* a huge child with a corrupt bit in its bitfield, freed in pieces */
+	seed_header(&s, 1, 1, 8);
+	put8(&s, OP_GET_AT), put8(&s, 0), put8(&s, 1), put8(&s, 2);
+	put8(&s, 9), put8(&s, 0);
+	put8(&s, OP_POKE), put8(&s, 2), put_le(&s, 2 * 8 + 3, 2);
+	put_le(&s, 0x10, 8);
+	put8(&s, OP_PUT_PART), put8(&s, 0), put8(&s, 0), put8(&s, 0x20);
+	put_le(&s, 0, 2);
+	put8(&s, OP_PUT), put8(&s, 0), put8(&s, 0), put8(&s, 1), put8(&s, 2);
+	put8(&s, 9);
+	put8(&s, OP_VALIDATE), put8(&s, 0);
+	write_seed(dir, "seed-split-corrupt", &s);
 
 	/* raw mode: the image of a freshly initialized state */
 	for (unsigned v = 0; v < 2; v++) {
