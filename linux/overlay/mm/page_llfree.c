@@ -17,7 +17,13 @@
  *
  * When llfree says an allocation covers memory the host reclaimed, the
  * install hook of the virtio-llfree-balloon driver runs for every covered
- * 2 MiB frame before the page is returned.
+ * 2 MiB frame before the page is returned. An allocation that may sleep
+ * (its gfp allows direct reclaim) lets the driver sleep for the answer;
+ * others make it spin, bounded.
+ *
+ * The reservations of a CPU hide their trees from the host, which never
+ * reclaims in reserved trees; a periodic worker drains the reservations of
+ * CPUs that neither allocated nor freed since its last run.
  */
 #include <linux/init.h>
 #include <linux/memblock.h>
@@ -27,7 +33,9 @@
 #include <linux/proc_fs.h>
 #include <linux/rcupdate.h>
 #include <linux/seq_file.h>
+#include <linux/srcu.h>
 #include <linux/vmstat.h>
+#include <linux/workqueue.h>
 
 #include "llfree/include/llfree/llfree.h"
 
@@ -40,8 +48,20 @@ struct page_llfree_zone {
 
 static struct page_llfree_zone llfree_zones[MAX_NUMNODES][MAX_NR_ZONES];
 
-/* The driver's install hook; RCU protects calls against unregistration */
+/*
+ * The driver's install hook. Every allocation is inside an RCU read
+ * section from llfree_get() until its install finished; one that may sleep
+ * moves into an SRCU read section of install_srcu before it leaves the RCU
+ * one. page_llfree_sync_installs() waits for both.
+ */
 static page_llfree_install_t __rcu install_hook;
+DEFINE_STATIC_SRCU(install_srcu);
+
+/* Allocations and frees of each CPU, and the count the idle drain last saw */
+static DEFINE_PER_CPU(unsigned long, page_llfree_ops);
+static DEFINE_PER_CPU(unsigned long, page_llfree_ops_seen);
+/* How often reservations of CPUs that stopped allocating are drained */
+#define PAGE_LLFREE_IDLE_DRAIN_PERIOD (2 * HZ)
 
 static struct page_llfree_zone *zone_llfree(struct zone *zone)
 {
@@ -55,12 +75,14 @@ static void __init page_llfree_init_zone(struct zone *zone)
 	unsigned long base = ALIGN_DOWN(zone->zone_start_pfn, LLFREE_CHILD_FRAMES);
 	unsigned long frames = zone_end_pfn(zone) - base;
 	llfree_meta_size_t size = llfree_metadata_size(nr_cpu_ids, frames);
+	int nid = zone_to_nid(zone);
 	llfree_meta_t meta;
 	llfree_result_t res;
 
-	meta.local = memblock_alloc(size.local, LLFREE_ALIGN);
-	meta.trees = memblock_alloc(size.trees, LLFREE_ALIGN);
-	meta.lower = memblock_alloc(size.lower, LLFREE_ALIGN);
+	/* on the zone's own node, falling back to any node */
+	meta.local = memblock_alloc_node(size.local, LLFREE_ALIGN, nid);
+	meta.trees = memblock_alloc_node(size.trees, LLFREE_ALIGN, nid);
+	meta.lower = memblock_alloc_node(size.lower, LLFREE_ALIGN, nid);
 	if (!meta.local || !meta.trees || !meta.lower)
 		panic("llfree: no memory for the metadata of zone %s\n",
 		      zone->name);
@@ -103,34 +125,71 @@ static bool page_llfree_clear_reclaimed(void *ll, uint64_t child_frame)
  * one request for the block rounded out to whole 2 MiB frames. Without a
  * driver, i.e. before it registered (nothing is reclaimed then) or after
  * its device was reset (the device backed everything again, protocol
- * section 10), the flags are cleared here. Called under rcu_read_lock(),
- * which page_llfree_unreclaim_zone() relies on.
+ * section 10), and when the driver says the device was reset, the flags
+ * are cleared here.
  * Return: false if the host refused; the block must not be used.
  */
-static bool page_llfree_install(struct zone *zone,
+static bool page_llfree_install(page_llfree_install_t hook, struct zone *zone,
 				struct page_llfree_zone *lz, uint64_t frame,
-				unsigned int order)
+				unsigned int order, gfp_t gfp)
 {
 	unsigned int block = max_t(unsigned int, order, LLFREE_HUGE_ORDER);
-	page_llfree_install_t hook;
-	int ret;
+	int ret = PAGE_LLFREE_INSTALL_BACKED;
 
-	hook = rcu_dereference(install_hook);
-	if (!hook) {
+	if (hook)
+		ret = hook(zone, lz->base + ALIGN_DOWN(frame, 1ULL << block),
+			   block, gfp);
+	if (ret == PAGE_LLFREE_INSTALL_BACKED) {
 		llfree_install_covered(&lz->ll, frame, order,
 				       page_llfree_clear_reclaimed, &lz->ll);
 		return true;
 	}
-	ret = hook(zone, lz->base + ALIGN_DOWN(frame, 1ULL << block), block);
-	if (ret)
+	if (ret && ret != -EAGAIN)
 		pr_warn_ratelimited("llfree: install of pfn 0x%llx order %u failed: %d\n",
 				    (unsigned long long)(lz->base + frame),
 				    order, ret);
 	return ret == 0;
 }
 
+/*
+ * Finish an allocation that covers reclaimed memory: install it, or give
+ * it back to llfree if the host refused. Entered in the RCU read section
+ * that page_llfree_alloc() opened before llfree_get(), and leaves it; an
+ * allocation that may sleep hands over to an SRCU read section first, so
+ * that page_llfree_sync_installs() never misses it.
+ * Return: false if the block went back to llfree.
+ */
+static noinline bool page_llfree_alloc_reclaimed(struct zone *zone,
+						 struct page_llfree_zone *lz,
+						 uint64_t frame,
+						 unsigned int order, gfp_t gfp)
+	__releases(RCU)
+{
+	page_llfree_install_t hook = rcu_dereference(install_hook);
+	bool may_sleep = hook && gfpflags_allow_blocking(gfp);
+	llfree_result_t res;
+	int idx = 0;
+	bool ok;
+
+	if (may_sleep) {
+		idx = srcu_read_lock(&install_srcu);
+		rcu_read_unlock();
+	}
+	ok = page_llfree_install(hook, zone, lz, frame, order, gfp);
+	if (!ok) {
+		res = llfree_put_uninstalled(&lz->ll, raw_smp_processor_id(),
+					     frame, order);
+		WARN_ON_ONCE(res.error != LLFREE_OK);
+	}
+	if (may_sleep)
+		srcu_read_unlock(&install_srcu, idx);
+	else
+		rcu_read_unlock();
+	return ok;
+}
+
 struct page *page_llfree_alloc(struct zone *zone, unsigned int order,
-			       int migratetype)
+			       int migratetype, gfp_t gfp)
 {
 	struct page_llfree_zone *lz = zone_llfree(zone);
 	llfree_result_t res;
@@ -140,27 +199,24 @@ struct page *page_llfree_alloc(struct zone *zone, unsigned int order,
 
 	/*
 	 * From llfree_get() until the install cleared the reclaimed flags, a
-	 * child taken this way looks like a hard-reclaimed one; the RCU read
+	 * child taken this way looks like a hard-reclaimed one; the read
 	 * section lets page_llfree_unreclaim_zone() wait for such windows.
 	 */
 	rcu_read_lock();
 	res = llfree_get(&lz->ll, raw_smp_processor_id(), order,
 			 migratetype == MIGRATE_MOVABLE);
-	if (res.error != LLFREE_OK) {
+	if (unlikely(res.error != LLFREE_OK)) {
 		rcu_read_unlock();
 		return NULL;
 	}
-	if (unlikely(res.reclaimed) &&
-	    !page_llfree_install(zone, lz, res.frame, order)) {
-		/* back to llfree; the allocation fails in this zone */
-		res = llfree_put_uninstalled(&lz->ll, raw_smp_processor_id(),
-					     res.frame, order);
+	if (unlikely(res.reclaimed)) {
+		if (!page_llfree_alloc_reclaimed(zone, lz, res.frame, order, gfp))
+			return NULL;
+	} else {
 		rcu_read_unlock();
-		WARN_ON_ONCE(res.error != LLFREE_OK);
-		return NULL;
 	}
-	rcu_read_unlock();
 
+	raw_cpu_inc(page_llfree_ops);
 	mod_zone_page_state(zone, NR_FREE_PAGES, -(1L << order));
 	count_vm_events(PGALLOC_NORMAL - ZONE_NORMAL + zone_idx(zone),
 			1 << order);
@@ -197,6 +253,7 @@ void page_llfree_free(struct zone *zone, struct page *page, unsigned long pfn,
 		WARN_ON_ONCE(1);
 		return;
 	}
+	raw_cpu_inc(page_llfree_ops);
 	mod_zone_page_state(zone, NR_FREE_PAGES, 1L << order);
 	count_vm_events(PGFREE, 1 << order);
 }
@@ -208,6 +265,34 @@ void page_llfree_drain(struct zone *zone, unsigned int cpu)
 	if (lz->ready)
 		llfree_drain(&lz->ll, cpu);
 }
+
+/*
+ * Drain the reservations of every CPU that neither allocated nor freed
+ * since the last run: the host does not reclaim in reserved trees, so an
+ * idle CPU's reservations would hide their free memory from it for good.
+ * llfree's reservations may be drained from any CPU.
+ */
+static void page_llfree_idle_drain(struct work_struct *work)
+{
+	struct zone *zone;
+	unsigned int cpu;
+
+	for_each_online_cpu(cpu) {
+		unsigned long ops = per_cpu(page_llfree_ops, cpu);
+
+		if (ops != per_cpu(page_llfree_ops_seen, cpu)) {
+			per_cpu(page_llfree_ops_seen, cpu) = ops;
+			continue;
+		}
+		for_each_populated_zone(zone)
+			page_llfree_drain(zone, cpu);
+	}
+	schedule_delayed_work(to_delayed_work(work),
+			      PAGE_LLFREE_IDLE_DRAIN_PERIOD);
+}
+
+static DECLARE_DELAYED_WORK(page_llfree_idle_drain_work,
+			    page_llfree_idle_drain);
 
 /**
  * page_llfree_zone_info - where the llfree state of a zone lives
@@ -259,6 +344,17 @@ int page_llfree_set_install_hook(page_llfree_install_t hook)
 }
 EXPORT_SYMBOL_GPL(page_llfree_set_install_hook);
 
+/*
+ * Wait until every allocation that was between llfree_get() and the end of
+ * its install when this was called has finished: its install is done (or
+ * failed and the block is back in llfree). Sleeps.
+ */
+static void page_llfree_sync_installs(void)
+{
+	synchronize_rcu();
+	synchronize_srcu(&install_srcu);
+}
+
 /**
  * page_llfree_clear_install_hook - unregister the install hook
  *
@@ -267,7 +363,7 @@ EXPORT_SYMBOL_GPL(page_llfree_set_install_hook);
 void page_llfree_clear_install_hook(void)
 {
 	RCU_INIT_POINTER(install_hook, NULL);
-	synchronize_rcu();
+	page_llfree_sync_installs();
 }
 EXPORT_SYMBOL_GPL(page_llfree_clear_install_hook);
 
@@ -283,8 +379,8 @@ EXPORT_SYMBOL_GPL(page_llfree_clear_install_hook);
  * A child the guest is allocating looks exactly like a hard-reclaimed one
  * until its reclaimed flag is cleared. So soft children are made ordinary
  * free ones first: after that, and after the allocations already past
- * llfree_get() have left their RCU read sections, every child still
- * marked reclaimed is one the host took.
+ * llfree_get() have finished their installs (page_llfree_sync_installs()),
+ * every child still marked reclaimed is one the host took.
  *
  * Return: the number of 2 MiB children given back to the guest.
  */
@@ -303,7 +399,7 @@ unsigned long page_llfree_unreclaim_zone(struct zone *zone)
 		    llfree_unreclaim_free(&lz->ll, frame).error == LLFREE_OK)
 			soft++;
 	}
-	synchronize_rcu();
+	page_llfree_sync_installs();
 	for (frame = 0; frame < frames; frame += LLFREE_CHILD_FRAMES) {
 		if (!llfree_is_reclaimed(&lz->ll, frame) ||
 		    llfree_return(&lz->ll, frame).error != LLFREE_OK)
@@ -342,9 +438,11 @@ static int page_llfree_show(struct seq_file *m, void *v)
 	return 0;
 }
 
-static int __init page_llfree_proc_init(void)
+static int __init page_llfree_late_init(void)
 {
 	proc_create_single("llfree", 0444, NULL, page_llfree_show);
+	schedule_delayed_work(&page_llfree_idle_drain_work,
+			      PAGE_LLFREE_IDLE_DRAIN_PERIOD);
 	return 0;
 }
-fs_initcall(page_llfree_proc_init);
+late_initcall(page_llfree_late_init);

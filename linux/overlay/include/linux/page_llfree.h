@@ -27,20 +27,25 @@ struct page_llfree_info {
 
 /*
  * Install hook: have the host back every reclaimed 2 MiB frame of the
- * 2^order block at `pfn` of `zone` (order >= 9, pfn aligned to it). May
- * run in any context, with interrupts disabled; must not sleep.
+ * 2^order block at `pfn` of `zone` (order >= 9, pfn aligned to it). Runs
+ * in the allocating context, whatever it is; it may sleep only if
+ * gfpflags_allow_blocking(gfp).
  *
- * Return: 0 once the host confirmed it, -ENOMEM if the host could not back
- * the memory, -EINVAL for a request the host rejected, -EIO if the device
+ * Return: 0 once the host confirmed it; PAGE_LLFREE_INSTALL_BACKED if the
+ * memory is backed without an install, because the device was reset (the
+ * caller clears the reclaimed flags); -ENOMEM if the host could not back
+ * the memory, -EINVAL for a request the host rejected, -EAGAIN while the
+ * device is being reset and the caller may not sleep, -EIO if the device
  * is broken. On error the block must not be used.
  */
 typedef int (*page_llfree_install_t)(struct zone *zone, unsigned long pfn,
-				     unsigned int order);
+				     unsigned int order, gfp_t gfp);
+#define PAGE_LLFREE_INSTALL_BACKED 1
 
 #ifdef CONFIG_LLFREE
 void __init page_llfree_init(void);
 struct page *page_llfree_alloc(struct zone *zone, unsigned int order,
-			       int migratetype);
+			       int migratetype, gfp_t gfp);
 void page_llfree_free(struct zone *zone, struct page *page, unsigned long pfn,
 		      unsigned int order, bool fresh);
 void page_llfree_drain(struct zone *zone, unsigned int cpu);
@@ -56,7 +61,7 @@ static inline void page_llfree_init(void)
 
 static inline struct page *page_llfree_alloc(struct zone *zone,
 					     unsigned int order,
-					     int migratetype)
+					     int migratetype, gfp_t gfp)
 {
 	return NULL;
 }
