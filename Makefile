@@ -76,6 +76,10 @@ e2e-check: qemu guest-images deps-vm
 	tests/e2e/test_pagecache.py
 	tests/e2e/test_cache_trim.py
 	tests/e2e/test_malicious.py
+	tests/e2e/test_mm_paths.py
+	tests/e2e/test_after_shrink.py
+	tests/e2e/test_power.py
+	tests/e2e/test_numa.py
 
 # benchmarks never gate CI: not part of check
 bench: qemu guest-images

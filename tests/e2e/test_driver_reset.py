@@ -2,14 +2,19 @@
 """End-to-end: unbinding the guest driver gives the guest its memory back.
 
 Boots build/guest/bzImage (4 GiB, 2 vCPUs) with virtio-llfree-balloon (auto
-mode off) and drives the guest through ha-shell. Checks:
+mode on, every 200 ms) and drives the guest through ha-shell. The driver
+waits TEARDOWN_DELAY_MS between blocking installs and resetting the device
+(virtio_llfree_balloon.teardown_delay_ms, CONFIG_VIRTIO_LLFREE_BALLOON_DEBUG),
+the window in which the host may still reclaim and discard: no guest write
+may be lost there. Checks:
 
   1. the VM shrinks to 2 GiB; the guest's MemFree drops accordingly;
-  2. while `ha-mem stress` allocates and frees on both vCPUs, the driver is
-     unbound: the device is reset and the driver takes back every frame the
-     host had (protocol section 10): the kernel log says 2048 MiB, MemFree
-     grows by about 2 GiB, the device reports the full size and keeps the
-     2 GiB target;
+  2. while `ha-mem stress` allocates and frees on both vCPUs and auto mode
+     reclaims what they free, the driver is unbound: installs are blocked
+     for TEARDOWN_DELAY_MS, then the device is reset and the driver takes
+     back every frame the host had (protocol section 10): the kernel log
+     says 2048 MiB, MemFree grows by about 2 GiB, the device reports the
+     full size and keeps the 2 GiB target;
   3. the guest allocates and verifies 3 GiB without the driver, which only
      works if the frames the host took are usable again;
   4. binding the driver again registers the zones anew and the device
@@ -30,6 +35,7 @@ from e2e import (CHILD, GIB, MIB, QMP, REPO, Checks, finish, QMPError, run_test,
 
 RAM = 4 * GIB
 TARGET = 2 * GIB
+TEARDOWN_DELAY_MS = 3000
 DRIVER = "/sys/bus/virtio/drivers/virtio_llfree_balloon"
 
 
@@ -57,7 +63,9 @@ def main():
     sock = os.path.join(tempfile.mkdtemp(prefix="ha-e2e-"), "qmp.sock")
     log = os.path.join(REPO, "build", "tests", "e2e", "driver-reset.log")
     with vm.Guest(found[0], mem="4G", smp=2, run=vm.SHELL_SERVER,
-                  qemu_args=vm.llfree_device_args(sock), log_path=log) as g:
+                  append="virtio_llfree_balloon.teardown_delay_ms=%d" % TEARDOWN_DELAY_MS,
+                  qemu_args=vm.llfree_device_args(sock, auto_mode=True, interval_ms=200),
+                  log_path=log) as g:
         checks.check(g.wait_for("zones registered", 120), "driver registered its zones")
         qmp = QMP.connect(sock, retry_for=10)
         status, out = g.shell("ls %s | grep virtio" % DRIVER)
@@ -79,6 +87,8 @@ def main():
         time.sleep(5)
         status, out = g.shell("echo %s > %s/unbind" % (dev, DRIVER), timeout=180)
         checks.check(status == 0, "driver unbound")
+        checks.check(g.wait_for("installs blocked, reset in %d ms" % TEARDOWN_DELAY_MS, 5),
+                     "installs blocked for %d ms before the reset" % TEARDOWN_DELAY_MS)
         back = [l for _, l in g.result.lines if "are the guest's again" in l]
         m = re.search(r"device reset, (\d+) MiB", back[-1]) if back else None
         checks.check(m is not None and int(m.group(1)) == (RAM - TARGET) // MIB,
