@@ -60,7 +60,7 @@ guest-check: qemu guest-images deps-vm
 	tests/guest/boot-smoke.py --variant baseline
 	tests/guest/boot-smoke.py --variant llfree
 	tests/guest/stress.py --variant baseline
-	tests/guest/stress.py --variant llfree
+	tests/guest/stress.py --variant llfree --device
 	tests/guest/kalloc-smoke.sh --variant baseline --variant llfree
 	tests/guest/debug-stress.sh
 

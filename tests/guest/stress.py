@@ -15,7 +15,12 @@ stall or hung task, and no "Call Trace:" except inside an OOM-killer report
 whose trace goes through out_of_memory(). The OOM killer may only strike
 during `ha-mem oom` and only its child (oom_score_adj 1000).
 
-Usage: tests/guest/stress.py [--variant llfree] [--quick] [--duration S] [--seed N]
+With --device (llfree kernels) the guest also has virtio-llfree-balloon in
+auto mode (every 500 ms): the host reclaims what the stress frees and every
+allocation of reclaimed memory installs it again, so the driver's install
+paths (sleeping and atomic) run under the same checks.
+
+Usage: tests/guest/stress.py [--variant llfree] [--device] [--quick] [--duration S] [--seed N]
 Prints one line per case and closes with "N passed, N failed".
 Exit status 0 pass, 1 fail, 77 skip (kernel, initramfs or QEMU missing).
 Serial logs: build/tests/guest/stress-<variant>-<mem>-<cpus>.log
@@ -120,6 +125,8 @@ def main():
     ap.add_argument("--seed", type=int, default=None, help="pattern seed (default random)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per boot (default: enough for the guest's own timeouts)")
+    ap.add_argument("--device", action="store_true",
+                    help="add virtio-llfree-balloon in auto mode (llfree kernels)")
     ap.add_argument("--slow", type=int, default=1,
                     help="multiply the guest's timeouts (a KASAN kernel is several "
                          "times slower)")
@@ -137,6 +144,7 @@ def main():
     matrix = [("512M", 1, duration, 0), ("512M", 2, duration, 0), ("4G", 2, 0, 1)]
     if args.quick:
         matrix = [("512M", 2, duration, 0)]
+    device = guestvm.llfree_device_args(auto_mode=True, interval_ms=500) if args.device else []
     logs = os.path.join(guestvm.REPO, "build", "tests", "guest")
     passed = failed = 0
     for mem, cpus, dur, rounds in matrix:
@@ -145,7 +153,7 @@ def main():
         start = time.monotonic()
         res = guestvm.run(kernel, timeout=timeout, mem=mem, smp=cpus,
                           run=case_command(args.size, dur, rounds, seed, args.slow),
-                          log_path=log)
+                          qemu_args=device, log_path=log)
         total = time.monotonic() - start
         fails, summary = check_case(res, suffix)
         print("%s %-4s %d vCPU: %s; %.1f s" % ("FAIL" if fails else "ok  ", mem, cpus,
