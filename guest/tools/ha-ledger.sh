@@ -4,8 +4,8 @@
 # Usage: ha-ledger settle [MAX_SECONDS]
 #
 # Syncs, drops the page cache and the reclaimable slab caches, and waits
-# until the free memory is stable (two readings one second apart within
-# STABLE_KIB), at most MAX_SECONDS (default 10) readings. Prints the last
+# until the free memory is stable (two readings half a second apart within
+# STABLE_KIB), at most 2 x MAX_SECONDS (default 10) readings. Prints the last
 # reading in KiB. A suite takes one reading before and one after each test;
 # the difference is what the test left allocated once the kernel has had
 # the chance to give back what it frees lazily (RCU callbacks, THP deferred
@@ -31,12 +31,12 @@ mem_free() {
 }
 
 settle() {
-	tries=${1:-10}
+	tries=$((${1:-10} * 2))
 	sync
 	echo 3 > /proc/sys/vm/drop_caches
 	prev=$(mem_free)
 	while [ "$tries" -gt 0 ]; do
-		sleep 1
+		sleep 0.5
 		echo 3 > /proc/sys/vm/drop_caches
 		cur=$(mem_free)
 		diff=$((cur - prev))
