@@ -24,6 +24,7 @@ baseline passes and llfree does not) and wherever a kernel loses memory or
 prints a bad message.
 """
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -89,6 +90,12 @@ class Outcome:
         return o
 
 
+def say(line):
+    """Prints one line whole (the kernels' runs print from two threads)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def kernel_bad(line, allow=()):
     """The kernel message in a console line if it matches BAD_PATTERNS, else None."""
     m = KMSG.search(line)
@@ -141,9 +148,9 @@ def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=
                         cur.before, cur.after = _num(m.group(6)), _num(m.group(7))
                         cur.note = m.group(8).strip()
                         if not quiet:
-                            print("  %-8s %-32s %-7s %4d s  MemFree %s -> %s KiB %s" % (
+                            say("  %-8s %-32s %-7s %4d s  free %s -> %s KiB %s" % (
                                 variant, cur.name, cur.status, cur.secs, cur.before,
-                                cur.after, cur.note), flush=True)
+                                cur.after, cur.note))
                         deadline = time.monotonic() + boot_timeout
                         continue
                     if DONE in line:
@@ -184,7 +191,7 @@ def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=
         cur.note = ("no end within its timeout + %d s: QEMU killed" % SLACK if hung
                     else "the guest died during the test")
         if not quiet:
-            print("  %-8s %-32s %s (%s)" % (variant, cur.name, cur.status, log), flush=True)
+            say("  %-8s %-32s %s (%s)" % (variant, cur.name, cur.status, log))
         start_at = cur.n + 1
 
 
@@ -207,7 +214,7 @@ def cached_run(variant, key, runner, force=False):
     if variant == "baseline" and not force and os.path.exists(path):
         with open(path) as f:
             d = json.load(f)
-        print("%s: results of %s from %s" % (variant, d["date"], path))
+        say("%s: results of %s from %s" % (variant, d["date"], path))
         return {int(n): Outcome.from_json(o) for n, o in d["outcomes"].items()}, d["problems"]
     outcomes, problems = runner()
     if variant == "baseline" and outcomes is not None and not problems and all(
@@ -285,10 +292,13 @@ def excerpt(o, variant, limit=12):
     """The kernel messages and the last output lines of a failed test."""
     lines = ["--- %s (%s): %s rc=%s %s; log %s" % (o.name, variant, o.status, o.rc, o.note,
                                                    o.log)]
-    kmsgs = [l for l in o.output if KMSG.search(l)]
+    kmsgs = [l for l in o.output if KMSG.search(l) and "drop_caches" not in l]
     out = [l for l in o.output if not KMSG.search(l)]
+    # the test's own failure lines, then its last lines
+    failed = [l for l in out if re.search(r"\bfail|not ok|error", l, re.I)][:limit]
     lines += ["    " + l for l in kmsgs[:limit]]
-    lines += ["    " + l for l in out[-limit:]]
+    lines += ["    " + l for l in failed]
+    lines += ["    " + l for l in out[-limit // 2:] if l not in failed]
     return lines
 
 
@@ -309,6 +319,8 @@ def main(description, name, command, initrd, inputs, mem, smp, qemu_args, defaul
     ap.add_argument("--scale", type=int, default=1, help="multiply the guest's timeouts")
     ap.add_argument("--force-baseline", action="store_true",
                     help="run baseline even if its results are cached")
+    ap.add_argument("--serial", action="store_true",
+                    help="run the kernels one after the other (default: side by side)")
     more = extra_args(ap) if extra_args else (lambda a: "")
     args = ap.parse_args(argv)
     variants = args.variant or ["baseline", "llfree"]
@@ -326,17 +338,30 @@ def main(description, name, command, initrd, inputs, mem, smp, qemu_args, defaul
     if args.scale != 1:
         cmd += " --scale %d" % args.scale
     logs = os.path.join(REPO, "build", "tests", "guest")
-    results, failures = {}, []
-    for v in variants:
+
+    def one(v):
         key = input_hash(list(inputs) + [os.path.abspath(__file__)],
                          "%s %s %s %s %s %s" % (kernel_hash(v), cmd, mem, smp, qemu_args,
                                                 append))
-        print("%s: %s" % (v, cmd), flush=True)
-        outcomes, problems = cached_run(
-            v, key, lambda: run_suite(v, cmd, initrd=initrd, mem=mem, smp=smp, qemu_args=qemu_args,
-                                      append=append,
+        say("%s: %s" % (v, cmd))
+        return cached_run(
+            v, key, lambda: run_suite(v, cmd, initrd=initrd, mem=mem, smp=smp,
+                                      qemu_args=qemu_args, append=append,
                                       log_prefix=os.path.join(logs, name)),
             force=args.force_baseline)
+
+    # The kernels run side by side unless --serial: a guest spends much of
+    # a suite waiting (ledger readings, sleeps), which the other one uses.
+    start = time.monotonic()
+    if args.serial:
+        done = {v: one(v) for v in variants}
+    else:
+        with concurrent.futures.ThreadPoolExecutor(len(variants)) as pool:
+            futures = {v: pool.submit(one, v) for v in variants}
+            done = {v: f.result() for v, f in futures.items()}
+    results, failures = {}, []
+    for v in variants:
+        outcomes, problems = done[v]
         results[v] = outcomes or {}
         failures += ["%s: %s" % (v, p) for p in problems]
 
@@ -359,6 +384,6 @@ def main(description, name, command, initrd, inputs, mem, smp, qemu_args, defaul
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
     print("\n".join(out))
-    print("table: " + path)
+    print("table: %s (%.0f s)" % (path, time.monotonic() - start))
     print("%d passed, %d failed" % (0 if failures else 1, len(failures)))
     return 1 if failures else 0
