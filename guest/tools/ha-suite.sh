@@ -19,11 +19,14 @@
 #                    numa2     two NUMA nodes
 #                    la57      5-level paging (kernel and CPU)
 #                    CONFIG_X  the kernel has CONFIG_X=y (/proc/config.gz)
+#                    swap      swap on (--swap DEV) for the test
+#                    count     the exit status counts failures: no status is a skip
 #                    runfor    runs until killed: the timeout is a pass
 #                    full      only with --full
 #                    skip:R    cannot run here; R says why (last in the list)
 #                  command  a word list (no quotes), run in a fresh ./ under /tmp
 #   --skip-rc L  exit statuses that mean "skipped" (default 4, kselftest's)
+#   --swap DEV   a block device for the tests that need swap (mkswap at start)
 #   --list       print the tests (index and name) and exit
 #   --from N     start at test N (the host resumes after a guest that hung)
 #   --only N     run only the test named N
@@ -40,11 +43,12 @@
 # its leftover processes are killed, its mounts undone, the knobs restored.
 
 WORK=/tmp/suite-work
-table= skip_rc=4 from=0 only= full=0 scale=1 list=0
+table= skip_rc=4 from=0 only= full=0 scale=1 list=0 swap=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--table) table=$2; shift 2 ;;
 	--skip-rc) skip_rc=$2; shift 2 ;;
+	--swap) swap=$2; shift 2 ;;
 	--list) list=1; shift ;;
 	--from) from=$2; shift 2 ;;
 	--only) only=$2; shift 2 ;;
@@ -75,6 +79,7 @@ missing() {
 				echo "$need is not set" ;;
 		esac
 	done
+	case ,$1, in *,swap,*) [ -n "$swap" ] || echo "needs swap (no swap disk)" ;; esac
 	case ,$1, in *,numa2,*) [ -d /sys/devices/system/node/node1 ] ||
 		echo "needs two NUMA nodes" ;; esac
 	case ,$1, in *,la57,*)
@@ -171,6 +176,10 @@ grep -q '^nobody:' /etc/passwd ||
 	echo 'nobody:x:65534:65534:nobody:/nonexistent:/bin/sh' >> /etc/passwd
 grep -q '^nogroup:' /etc/group || echo 'nogroup:x:65534:' >> /etc/group
 echo 0 > /proc/sys/vm/nr_hugepages
+if [ -n "$swap" ] && ! mkswap "$swap" > /dev/null; then
+	echo "ha-suite: mkswap $swap failed: no swap"
+	swap=
+fi
 
 n=-1
 while IFS='|' read -r name tmo needs cmd; do
@@ -202,6 +211,7 @@ while IFS='|' read -r name tmo needs cmd; do
 		echo 4194304 > /proc/sys/kernel/shmall ;;
 	esac
 	case ,$needs, in *,overcommit,*) echo 1 > /proc/sys/vm/overcommit_memory ;; esac
+	case ,$needs, in *,swap,*) swapon "$swap" || note="swapon $swap failed" ;; esac
 	t=$((tmo * scale))
 	start=$(uptime_s)
 	# Straight to the console (no pipe: a leftover child holding it open
@@ -214,6 +224,7 @@ while IFS='|' read -r name tmo needs cmd; do
 	kill_leftovers "$pids"
 	grep -q " $WORK/huge " /proc/mounts && umount "$WORK/huge"
 	echo 0 > /proc/sys/vm/nr_hugepages
+	case ,$needs, in *,swap,*) swapoff "$swap" 2>/dev/null ;; esac
 	restore_knobs "$knobs"
 	rm -rf "$WORK"
 	case ,$needs, in *,runfor,*)
@@ -224,7 +235,8 @@ while IFS='|' read -r name tmo needs cmd; do
 	esac
 	if [ "$rc" = 0 ]; then
 		status=PASS
-	elif case " $skip_rc " in *" $rc "*) true ;; *) false ;; esac; then
+	elif case ,$needs, in *,count,*) false ;; esac &&
+		case " $skip_rc " in *" $rc "*) true ;; *) false ;; esac; then
 		status=SKIP
 	elif [ "$rc" = 137 ] && [ "$secs" -ge "$t" ]; then
 		status=TIMEOUT

@@ -12,7 +12,8 @@
 # starts from the same state and its ledger covers the reservation.
 # mremap_test maps 2 GiB (and touches 4 MiB of it): more than the guest's
 # RAM, so it runs with vm.overcommit_memory=1. hugepage-mremap needs
-# userfaultfd. Beyond
+# userfaultfd. khugepaged swaps pages out (a swap disk, /dev/vda, is on
+# for it) and exits with its number of failures, so 4 is no skip. Beyond
 # run_vmtests.sh, the Makefile's other programs: split_huge_page_test,
 # khugepaged, transhuge-stress (20 s) and, with --full, migration (3 x 60 s).
 # A test the guest cannot run is a skip with its reason (kselftest's skip
@@ -76,9 +77,12 @@ protection_keys_32|0|skip:no 32-bit build (gcc-multilib is not installed)|true
 protection_keys_64|120||$BIN/protection_keys_64
 soft-dirty|120|CONFIG_MEM_SOFT_DIRTY|$BIN/soft-dirty
 split_huge_page_test|120||$BIN/split_huge_page_test
-khugepaged|600||$BIN/khugepaged
+khugepaged|600|swap,count|$BIN/khugepaged
 transhuge-stress|20|runfor|$BIN/transhuge-stress 256
 migration|420|numa2,full|$BIN/migration
 hmm-tests|0|skip:needs module test_hmm (the guest kernels have no module support)|true
 EOF
-exec ha-suite --table "$TABLE" --skip-rc 4 "$@"
+# a swap disk if the host gave one (tests/guest/vm_selftests.py)
+swap=
+[ -b /dev/vda ] && swap=/dev/vda
+exec ha-suite --table "$TABLE" --skip-rc 4 ${swap:+--swap $swap} "$@"

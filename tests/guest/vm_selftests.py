@@ -5,7 +5,7 @@ Boots each kernel (2 GiB in two NUMA nodes of 1 GiB, 2 vCPUs, -cpu max for
 protection keys, 1 GiB pages and 5-level paging; TCG) with
 build/guest/initramfs-selftests.cpio.gz (scripts/build-selftests.sh: the
 normal initramfs + tools/testing/selftests/vm of the kernels' source package,
-static) and runs guest/tools/ha-vmtests.sh: run_vmtests.sh's tests and
+static) and a 256 MiB swap disk, and runs guest/tools/ha-vmtests.sh: run_vmtests.sh's tests and
 set-up, plus split_huge_page_test, khugepaged and 20 s of transhuge-stress,
 each with a timeout and a MemFree ledger (guest/tools/ha-suite.sh,
 tests/guest/suites.py).
@@ -48,6 +48,10 @@ from suites import REPO  # noqa: E402
 
 GUEST = os.path.join(REPO, "build", "guest")
 TOOLS = os.path.join(REPO, "guest", "tools")
+# khugepaged swaps out: a swap disk, sparse; snapshot=on gives every QEMU its
+# own writable overlay, so the two kernels can run side by side
+SWAP = os.path.join(REPO, "build", "tests", "guest", "swap.img")
+SWAP_SIZE = 256 << 20
 # memfd_secret: secret memory is off unless the kernel command line enables it
 APPEND = "secretmem.enable=1"
 # smp: a socket per node (a node splitting a socket's cache makes the
@@ -60,6 +64,7 @@ QEMU_ARGS = [
     "-numa", "node,nodeid=0,cpus=0,memdev=m0",
     "-numa", "node,nodeid=1,cpus=1,memdev=m1",
 ]
+SWAP_ARGS = ["-drive", "file=%s,if=virtio,format=raw,snapshot=on" % SWAP]
 
 
 def extra_args(ap):
@@ -68,12 +73,15 @@ def extra_args(ap):
 
 
 if __name__ == "__main__":
+    os.makedirs(os.path.dirname(SWAP), exist_ok=True)
+    with open(SWAP, "wb") as f:
+        f.truncate(SWAP_SIZE)
     sys.exit(suites.main(
         __doc__.splitlines()[0], "vm-selftests", "ha-vmtests",
         initrd=os.path.join(GUEST, "initramfs-selftests.cpio.gz"),
         inputs=[os.path.abspath(__file__), os.path.join(GUEST, "vm-selftests.cpio.gz"),
                 os.path.join(TOOLS, "ha-vmtests.sh"), os.path.join(TOOLS, "ha-suite.sh"),
                 os.path.join(TOOLS, "ha-ledger.sh"), os.path.join(REPO, "guest", "init")],
-        mem="2G", smp=SMP, qemu_args=QEMU_ARGS, default_tolerance=1024,
+        mem="2G", smp=SMP, qemu_args=QEMU_ARGS + SWAP_ARGS, default_tolerance=1024,
         append=APPEND,
         title="mm selftests (tools/testing/selftests/vm)", extra_args=extra_args))
