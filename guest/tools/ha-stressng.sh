@@ -8,7 +8,7 @@
 # Debian root file system on DEV (default /dev/vda; scripts/
 # build-debian-image.sh), mounted read-only with /proc, /sys, /dev and a
 # tmpfs /tmp. Each stressor runs S seconds (default 8) with one instance per
-# vCPU, --verify where stress-ng checks data, and --oom-avoid so that it
+# vCPU, in /tmp, --verify where stress-ng checks data, and --oom-avoid so that it
 # backs off before the OOM killer would. brk and bigheap grow until an
 # allocation fails: RLIMIT_DATA (prlimit) bounds them to 256 MiB per process
 # instead of the OOM killer. stress-ng's exit status 3 (no resource) and 4
@@ -35,8 +35,9 @@ mount -t tmpfs tmpfs "$ROOT/tmp"
 
 n=$(nproc)
 # every stressor: n instances, S seconds, temporary files on the tmpfs
-sn="chroot $ROOT stress-ng --timeout ${secs}s --temp-path /tmp --oom-avoid --metrics-brief"
-limit="chroot $ROOT prlimit --data=268435456 stress-ng --timeout ${secs}s --temp-path /tmp --oom-avoid --metrics-brief"
+opts="--timeout ${secs}s --temp-path /tmp --oom-avoid --metrics-brief"
+sn="chroot $ROOT env --chdir=/tmp stress-ng $opts"
+limit="chroot $ROOT env --chdir=/tmp prlimit --data=268435456 stress-ng $opts"
 t=$((secs + 90))
 # name|timeout|needs|command (see ha-suite)
 cat > "$TABLE" <<EOF
