@@ -16,6 +16,11 @@
 # pcp->high pages per CPU and zone there (about 40 MiB each in a 1 GiB
 # zone), outside MemFree, and how many depends on what was freed last: a
 # freed huge page goes there whole. llfree has no such lists (count 0).
+#
+# Before each reading: ha-drain empties the per-CPU LRU batches (a page
+# freed by its last user stays allocated while such a batch holds it: a
+# THP there is 2 MiB that look lost), and vm.stat_refresh folds the
+# per-CPU differences of the counters into the global MemFree.
 
 STABLE_KIB=256
 
@@ -30,14 +35,21 @@ mem_free() {
 	done < /proc/meminfo
 }
 
+# Drops caches and flushes what per-CPU state holds back; see the header.
+flush() {
+	echo 3 > /proc/sys/vm/drop_caches
+	ha-drain
+	echo 1 > /proc/sys/vm/stat_refresh
+}
+
 settle() {
 	tries=$((${1:-10} * 2))
 	sync
-	echo 3 > /proc/sys/vm/drop_caches
+	flush
 	prev=$(mem_free)
 	while [ "$tries" -gt 0 ]; do
 		sleep 0.5
-		echo 3 > /proc/sys/vm/drop_caches
+		flush
 		cur=$(mem_free)
 		diff=$((cur - prev))
 		[ "$diff" -lt 0 ] && diff=$((-diff))
