@@ -36,8 +36,9 @@ mount -t tmpfs tmpfs "$ROOT/tmp"
 n=$(nproc)
 # every stressor: n instances, S seconds, temporary files on the tmpfs
 opts="--timeout ${secs}s --temp-path /tmp --oom-avoid --metrics-brief"
-sn="chroot $ROOT env --chdir=/tmp stress-ng $opts"
-limit="chroot $ROOT env --chdir=/tmp prlimit --data=268435456 stress-ng $opts"
+# absolute paths: busybox's chroot would run its own env applet
+sn="chroot $ROOT /usr/bin/env --chdir=/tmp /usr/bin/stress-ng $opts"
+limit="chroot $ROOT /usr/bin/env --chdir=/tmp /usr/bin/prlimit --data=268435456 /usr/bin/stress-ng $opts"
 t=$((secs + 90))
 # name|timeout|needs|command (see ha-suite)
 cat > "$TABLE" <<EOF
