@@ -134,19 +134,25 @@ def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=
                 lines = [line for _, line in g.result.lines[seen:]]
                 seen += len(lines)
                 for line in lines:
+                    # a kernel message may land inside a marker line too
+                    bad = kernel_bad(line, allow)
                     m = BEGIN.search(line)
                     if m:
                         cur = Outcome(int(m.group(1)), m.group(2))
                         cur.log = log
                         outcomes[cur.n] = cur
                         deadline = time.monotonic() + int(m.group(3)) + SLACK
+                        if bad:
+                            cur.bad.append(bad)
                         continue
                     m = END.search(line)
                     if m and cur and int(m.group(1)) == cur.n:
                         cur.status, cur.rc = m.group(3), m.group(4)
                         cur.secs = int(m.group(5))
                         cur.before, cur.after = _num(m.group(6)), _num(m.group(7))
-                        cur.note = m.group(8).strip()
+                        cur.note = KMSG.sub("", m.group(8)).strip()
+                        if bad:
+                            cur.bad.append(bad)
                         if not quiet:
                             say("  %-8s %-32s %-7s %4d s  free %s -> %s KiB %s" % (
                                 variant, cur.name, cur.status, cur.secs, cur.before,
@@ -156,7 +162,6 @@ def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=
                     if DONE in line:
                         finished = True
                         continue
-                    bad = kernel_bad(line, allow)
                     if cur is not None:
                         if bad:
                             cur.bad.append(bad)
@@ -310,7 +315,7 @@ def excerpt(o, variant, limit=12):
     kmsgs = [l for l in o.output if KMSG.search(l) and "drop_caches" not in l]
     out = [l for l in o.output if not KMSG.search(l)]
     # the test's own failure lines, then its last lines
-    failed = [l for l in out if re.search(r"\bfail|not ok|error", l, re.I)][:limit]
+    failed = [l for l in out if re.search(r"fail|not ok|error", l, re.I)][:limit]
     lines += ["    " + l for l in kmsgs[:limit]]
     lines += ["    " + l for l in failed]
     lines += ["    " + l for l in out[-limit // 2:] if l not in failed]
