@@ -7,7 +7,7 @@
 # stress-ng is Debian's (dynamically linked): it runs by chroot into the
 # Debian root file system on DEV (default /dev/vda; scripts/
 # build-debian-image.sh), mounted read-only with /proc, /sys, /dev and a
-# tmpfs /tmp. Each stressor runs S seconds (default 8) with one instance per
+# tmpfs /tmp. Each stressor runs S seconds (default 6) with one instance per
 # vCPU, in /tmp, --verify where stress-ng checks data, and --oom-avoid so that it
 # backs off before the OOM killer would. brk and bigheap grow until an
 # allocation fails: RLIMIT_DATA (prlimit) bounds them to 256 MiB per process
@@ -15,7 +15,7 @@
 # (not implemented here) are skips.
 # Exit status: ha-suite's; 3 without the disk.
 
-dev=/dev/vda secs=8
+dev=/dev/vda secs=6
 while [ $# -gt 0 ]; do
 	case $1 in
 	--dev) dev=$2; shift 2 ;;

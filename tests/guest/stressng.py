@@ -41,7 +41,7 @@ IMAGE = os.path.join(GUEST, "debian", "rootfs.img")
 
 
 def extra_args(ap):
-    ap.add_argument("--secs", type=int, default=8, help="seconds per stressor (default 8)")
+    ap.add_argument("--secs", type=int, default=6, help="seconds per stressor (default 6)")
     return lambda args: " --secs %d" % args.secs
 
 
