@@ -7,15 +7,17 @@
 # stress-ng is Debian's (dynamically linked): it runs by chroot into the
 # Debian root file system on DEV (default /dev/vda; scripts/
 # build-debian-image.sh), mounted read-only with /proc, /sys, /dev and a
-# tmpfs /tmp. Each stressor runs S seconds (default 6) with one instance per
+# tmpfs /tmp. Each stressor runs S seconds (default 5) with one instance per
 # vCPU, in /tmp, --verify where stress-ng checks data, and --oom-avoid so that it
 # backs off before the OOM killer would. brk and bigheap grow until an
 # allocation fails: RLIMIT_DATA (prlimit) bounds them to 256 MiB per process
 # instead of the OOM killer. stress-ng's exit status 3 (no resource) and 4
-# (not implemented here) are skips.
+# (not implemented here) are skips. Not run: the tmpfs stressor, which finds
+# no tmpfs it accepts in the chroot ("cannot find writeable free space")
+# and so only ever skipped.
 # Exit status: ha-suite's; 3 without the disk.
 
-dev=/dev/vda secs=6
+dev=/dev/vda secs=5
 while [ $# -gt 0 ]; do
 	case $1 in
 	--dev) dev=$2; shift 2 ;;
@@ -58,7 +60,6 @@ shm-sysv|$t||$sn --shm-sysv $n
 memfd|$t||$sn --memfd $n --memfd-bytes 64M
 pagemove|$t||$sn --pagemove $n
 numa|$t|numa2|$sn --numa $n
-tmpfs|$t||$sn --tmpfs $n
 userfaultfd|$t|CONFIG_USERFAULTFD|$sn --userfaultfd $n
 EOF
 ha-suite --table "$TABLE" --skip-rc "3 4" "$@"

@@ -15,7 +15,7 @@
 # userfaultfd. khugepaged swaps pages out (a swap disk, /dev/vda, is on
 # for it) and exits with its number of failures, so 4 is no skip. Beyond
 # run_vmtests.sh, the Makefile's other programs: split_huge_page_test,
-# khugepaged, transhuge-stress (20 s) and, with --full, migration (3 x 60 s).
+# khugepaged, transhuge-stress (15 s) and, with --full, migration (3 x 60 s).
 # A test the guest cannot run is a skip with its reason (kselftest's skip
 # status 4 too).
 
@@ -78,7 +78,7 @@ protection_keys_64|120||$BIN/protection_keys_64
 soft-dirty|120|CONFIG_MEM_SOFT_DIRTY|$BIN/soft-dirty
 split_huge_page_test|120||$BIN/split_huge_page_test
 khugepaged|600|swap,count|$BIN/khugepaged
-transhuge-stress|20|runfor|$BIN/transhuge-stress 256
+transhuge-stress|15|runfor|$BIN/transhuge-stress 256
 migration|420|numa2,full|$BIN/migration
 hmm-tests|0|skip:needs module test_hmm (the guest kernels have no module support)|true
 EOF

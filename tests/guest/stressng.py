@@ -7,7 +7,7 @@ root file system of scripts/build-debian-image.sh as a read-only virtio-blk
 disk, and runs guest/tools/ha-stressng.sh: Debian's stress-ng, by chroot,
 one stressor at a time for --secs seconds (vm, vm with THP, mmap, madvise,
 mremap, brk, bigheap, fork, mmapfork, mmapmany, mmaphuge, malloc, shm-sysv,
-memfd, pagemove, numa, tmpfs, userfaultfd), each with a timeout and a
+memfd, pagemove, numa, userfaultfd), each with a timeout and a
 MemFree ledger (guest/tools/ha-suite.sh, tests/guest/suites.py).
 
 The suite fails where baseline passes a stressor and llfree does not (it
@@ -41,7 +41,7 @@ IMAGE = os.path.join(GUEST, "debian", "rootfs.img")
 
 
 def extra_args(ap):
-    ap.add_argument("--secs", type=int, default=6, help="seconds per stressor (default 6)")
+    ap.add_argument("--secs", type=int, default=5, help="seconds per stressor (default 5)")
     return lambda args: " --secs %d" % args.secs
 
 

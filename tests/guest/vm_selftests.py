@@ -6,7 +6,7 @@ protection keys, 1 GiB pages and 5-level paging; TCG) with
 build/guest/initramfs-selftests.cpio.gz (scripts/build-selftests.sh: the
 normal initramfs + tools/testing/selftests/vm of the kernels' source package,
 static) and a 256 MiB swap disk, and runs guest/tools/ha-vmtests.sh: run_vmtests.sh's tests and
-set-up, plus split_huge_page_test, khugepaged and 20 s of transhuge-stress,
+set-up, plus split_huge_page_test, khugepaged and 15 s of transhuge-stress,
 each with a timeout and a MemFree ledger (guest/tools/ha-suite.sh,
 tests/guest/suites.py).
 
