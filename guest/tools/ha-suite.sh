@@ -147,8 +147,11 @@ reserve_hpages() {
 	echo "$free"
 }
 
-# Kills every user process that was not there before the test.
+# Kills every user process that was not there before the test and waits
+# (up to 10 s) until each has exited: its memory is freed on the way out,
+# and the ledger must not read before that.
 kill_leftovers() {
+	killed=
 	for d in /proc/[0-9]*; do
 		p=${d#/proc/}
 		case " $1 " in *" $p "*) continue ;; esac
@@ -157,9 +160,23 @@ kill_leftovers() {
 		# kernel threads: kthreadd (2) and its children
 		[ "$p" = 2 ] || [ "$ppid" = 2 ] && continue
 		kill -9 "$p" 2>/dev/null || continue
+		killed="$killed $p"
 		# busybox timeout's watcher ends by itself within a second
 		[ "$comm" = "(timeout)" ] || echo "ha-suite: killed leftover process $p $comm"
 	done
+	tries=20
+	while [ -n "$killed" ] && [ "$tries" -gt 0 ]; do
+		alive=
+		for p in $killed; do
+			# gone, or a zombie (its memory is already freed)
+			read -r _ _ state _ < "/proc/$p/stat" 2>/dev/null || continue
+			[ "$state" = Z ] || alive="$alive $p"
+		done
+		killed=$alive
+		[ -z "$killed" ] || sleep 0.5
+		tries=$((tries - 1))
+	done
+	[ -z "$killed" ] || echo "ha-suite: leftover processes did not exit:$killed"
 }
 
 uptime_s() {

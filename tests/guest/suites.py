@@ -63,7 +63,8 @@ class Outcome:
         self.secs = None
         self.before = self.after = None   # MemFree KiB around the test
         self.note = ""
-        self.bad = []          # kernel messages that match BAD_PATTERNS
+        self.bad = []          # kernel messages that match BAD_PATTERNS (see judge)
+        self.kmsgs = []        # every kernel message during the test
         self.output = []       # the test's output and kernel messages
         self.log = None        # the serial log of the boot that ran it
 
@@ -96,15 +97,20 @@ def say(line):
     sys.stdout.flush()
 
 
-def kernel_bad(line, allow=()):
-    """The kernel message in a console line if it matches BAD_PATTERNS, else None."""
-    m = KMSG.search(line)
-    if not m:
-        return None
-    msg = m.group(1)
-    if any(a in msg for a in allow):
-        return None
-    return msg if any(p in msg for p in BAD_PATTERNS) else None
+def judge(kmsgs, allow_oom):
+    """The bad messages among a test's kernel messages. allow_oom forgives
+    OOM-killer reports (the "Call Trace:" of a trace through
+    out_of_memory(), see vm.bad_console_lines) whose victim is a task the
+    suite made expendable (oom_score_adj 1000, as stress-ng's workers)."""
+    bad = [m for m in kmsgs if any(p in m for p in BAD_PATTERNS)]
+    if not allow_oom:
+        return bad
+    forgiven = {m for m in kmsgs if any(p in m for p in vm.BAD_PATTERNS)} - \
+        set(vm.bad_console_lines(kmsgs, allow_oom_kill=True))
+    victims = vm.oom_victims(kmsgs)
+    if any("oom_score_adj:1000" not in v for v in victims):
+        return bad
+    return [m for m in bad if m not in forgiven]
 
 
 def _num(s):
@@ -112,7 +118,8 @@ def _num(s):
 
 
 def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=(),
-              append="", boot_timeout=180, log_prefix=None, allow=(), quiet=False):
+              append="", boot_timeout=180, log_prefix=None, allow=(), allow_oom=False,
+              quiet=False):
     """Runs `command --from N` in the variant's kernel until every test has
     an outcome; returns ({n: Outcome}, [boot problems]). allow lists kernel
     messages that are not bad (substrings)."""
@@ -135,15 +142,16 @@ def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=
                 seen += len(lines)
                 for line in lines:
                     # a kernel message may land inside a marker line too
-                    bad = kernel_bad(line, allow)
+                    k = KMSG.search(line)
+                    kmsg = k.group(1) if k and not any(a in k.group(1) for a in allow) else None
                     m = BEGIN.search(line)
                     if m:
                         cur = Outcome(int(m.group(1)), m.group(2))
                         cur.log = log
                         outcomes[cur.n] = cur
                         deadline = time.monotonic() + int(m.group(3)) + SLACK
-                        if bad:
-                            cur.bad.append(bad)
+                        if kmsg:
+                            cur.kmsgs.append(kmsg)
                         continue
                     m = END.search(line)
                     if m and cur and int(m.group(1)) == cur.n:
@@ -151,8 +159,9 @@ def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=
                         cur.secs = int(m.group(5))
                         cur.before, cur.after = _num(m.group(6)), _num(m.group(7))
                         cur.note = KMSG.sub("", m.group(8)).strip()
-                        if bad:
-                            cur.bad.append(bad)
+                        if kmsg:
+                            cur.kmsgs.append(kmsg)
+                        cur.bad = judge(cur.kmsgs, allow_oom)
                         if not quiet:
                             say("  %-8s %-32s %-7s %4d s  free %s -> %s KiB %s" % (
                                 variant, cur.name, cur.status, cur.secs, cur.before,
@@ -163,8 +172,8 @@ def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=
                         finished = True
                         continue
                     if cur is not None:
-                        if bad:
-                            cur.bad.append(bad)
+                        if kmsg and len(cur.kmsgs) < 5000:
+                            cur.kmsgs.append(kmsg)
                         if len(cur.output) < 5000:
                             cur.output.append(line)
                     elif any(p in line for p in vm.BAD_PATTERNS):
@@ -192,6 +201,7 @@ def run_suite(variant, command, initrd=vm.INITRAMFS, mem="2G", smp=2, qemu_args=
                 return outcomes, problems
             start_at = cur.n + 1
             continue
+        cur.bad = judge(cur.kmsgs, allow_oom)
         cur.status = "HANG" if hung else "CRASH"
         cur.note = ("no end within its timeout + %d s: QEMU killed" % SLACK if hung
                     else "the guest died during the test")
@@ -323,7 +333,7 @@ def excerpt(o, variant, limit=12):
 
 
 def main(description, name, command, initrd, inputs, mem, smp, qemu_args, default_tolerance,
-         title, append="", baseline_fails=None, argv=None, extra_args=None):
+         title, append="", baseline_fails=None, allow_oom=False, argv=None, extra_args=None):
     """The command line of a suite: runs it in the kernels, prints and saves
     the table (build/tests/guest/<name>.txt), returns the exit status.
     extra_args(ap) adds options; it returns a function of the parsed
@@ -366,7 +376,7 @@ def main(description, name, command, initrd, inputs, mem, smp, qemu_args, defaul
         say("%s: %s" % (v, cmd))
         return cached_run(
             v, key, lambda: run_suite(v, cmd, initrd=initrd, mem=mem, smp=smp,
-                                      qemu_args=qemu_args, append=append,
+                                      qemu_args=qemu_args, append=append, allow_oom=allow_oom,
                                       log_prefix=os.path.join(logs, name)),
             force=args.force_baseline)
 
