@@ -43,7 +43,7 @@
 # its leftover processes are killed, its mounts undone, the knobs restored.
 
 WORK=/tmp/suite-work
-table= skip_rc=4 from=0 only= full=0 scale=1 list=0 swap=
+table='' skip_rc=4 from=0 only='' full=0 scale=1 list=0 swap=''
 while [ $# -gt 0 ]; do
 	case $1 in
 	--table) table=$2; shift 2 ;;
