@@ -20,11 +20,17 @@
 #                      without a VM (bench/hostfree.c; 3 min)
 #   make e2e-check     end-to-end tests of a running llfree VM (README.md),
 #                      data verified
+#   make guest-suites  test suites we did not write, in the guest: Linux's mm
+#                      selftests and stress-ng's memory stressors in the
+#                      baseline and the llfree kernel, compared; gcc building
+#                      zlib and llfree in an llfree guest under resize
+#                      (docs/testing.md)
 #
 # Each target installs the Debian packages it needs (scripts/install-deps.sh).
 
 .PHONY: all demo check llfree-check llfree-bench qemu qemu-check guest \
-	guest-check guest-images e2e-check bench bench-quick bench-kalloc bench-hostfree \
+	guest-check guest-images guest-suites guest-suites-images e2e-check bench bench-quick \
+	bench-kalloc bench-hostfree \
 	deps-llfree deps-vm clean
 
 all: llfree-check
@@ -81,6 +87,20 @@ e2e-check: qemu guest-images deps-vm
 	tests/e2e/test_power.py
 	tests/e2e/test_numa.py
 
+# the guest suites' inputs, cached by their own inputs: Linux's mm selftests
+# (static, in a second initramfs) and the Debian image (stress-ng, gcc)
+guest-suites-images: guest-images
+	scripts/build-selftests.sh
+	scripts/build-debian-image.sh
+
+# every suite runs; the target fails if one of them failed
+guest-suites: qemu guest-suites-images deps-vm
+	@status=0; \
+	for t in tests/guest/vm_selftests.py tests/guest/stressng.py \
+		tests/e2e/test_gcc_workload.py; do \
+		echo "== $$t"; $$t || { echo "== $$t: FAILED"; status=1; }; \
+	done; exit $$status
+
 # benchmarks never gate CI: not part of check
 bench: qemu guest-images
 	scripts/install-deps.sh vm bench
@@ -101,7 +121,7 @@ bench-hostfree: build/bench/hostfree
 	build/bench/hostfree
 	build/bench/hostfree --hold
 
-check: llfree-check qemu-check guest-check e2e-check
+check: llfree-check qemu-check guest-check e2e-check guest-suites
 
 demo: qemu guest-images
 	scripts/install-deps.sh vm bench

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a part of HyperAlloc needs, only when missing.
-# Usage: scripts/install-deps.sh GROUP...   (groups: llfree guest qemu vm bench all)
+# Usage: scripts/install-deps.sh GROUP...   (groups: llfree guest qemu vm bench suites all)
 # deb-src entries live in a sources file of our own; the system's files are never edited.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ declare -A groups=(
 	[qemu]="build-essential dpkg-dev ninja-build meson pkg-config python3-venv libglib2.0-dev libpixman-1-dev zlib1g-dev libfdt-dev libslirp-dev patch rsync seabios ipxe-qemu qemu-system-data"
 	[vm]="python3 busybox-static e2fsprogs"
 	[bench]="python3 python3-matplotlib build-essential linux-perf"
+	[suites]="build-essential libnuma-dev libcap-dev mmdebstrap e2fsprogs util-linux dpkg-dev cpio"
 )
 
 want=()
@@ -31,7 +32,7 @@ done
 
 src_list=/etc/apt/sources.list.d/hyperalloc-src.sources
 need_src=0
-case " $* " in *" qemu "*|*" guest "*|*" all "*) need_src=1 ;; esac
+case " $* " in *" qemu "*|*" guest "*|*" suites "*|*" all "*) need_src=1 ;; esac
 if [ "$need_src" = 1 ] && [ ! -f "$src_list" ]; then
 	cat > "$src_list" <<'SRC'
 # Added by HyperAlloc's scripts/install-deps.sh: source packages for qemu.
