@@ -157,7 +157,7 @@ def tables(rows):
                      % (ha["build_min"] / ref["build_min"], ha["installs"]))
         vcpu_s = ha["build_min"] * 60 * ha["smp"]
         if ha["build_install_wait_s"] is not None:
-            lines.append("  the guest waited %.1f s for installs during the build (its vmstat): "
+            lines.append("  the guest waited %.1f s for installs during the build (its /proc/llfree): "
                          "%.1f %% of the build's vCPU time"
                          % (ha["build_install_wait_s"], 100 * ha["build_install_wait_s"] / vcpu_s))
         if ha["build_install_s"]:

@@ -390,7 +390,7 @@ class BuildVM:
 
     def guest_install_wait(self, first, last):
         """Seconds the guest waited for installs from the start of phase
-        first to the start of phase last, by its counters (/proc/vmstat), or
+        first to the start of phase last, by its counters (/proc/llfree), or
         None (baseline kernel)."""
         a, b = self.guest_installs.get(first), self.guest_installs.get(last)
         if not a or not b:

@@ -27,6 +27,12 @@
 #   work/<variant>/src        the variant's tree; only files that differ from
 #                             the last build are rewritten, so make stays incremental
 #   work/<variant>/obj        the object tree (make O=)
+#   ccache/                   compiler cache shared by the variants: each work
+#                             tree is its ccache base directory, so an object
+#                             whose preprocessed source and flags are the same
+#                             in two variants (most of baseline and llfree:
+#                             our patches leave every header as it is) is
+#                             compiled once
 #   <variant>-<hash>/         finished bzImage and .config (the hash is also
 #                             written to build/guest/inputs-<variant>); it covers the
 #                             source version, compiler, this script, the
@@ -288,7 +294,9 @@ build_variant() {
 		prepare_tree "$v"
 		configure "$v"
 		log "$v: make -j$jobs bzImage (log: $obj/build.log)"
-		local mk=(make -C "$cache/work/$v/src" O="$obj" -j"$jobs"
+		local mk=(env CCACHE_DIR="$cache/ccache" CCACHE_BASEDIR="$cache/work/$v"
+			CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE=4G
+			make -C "$cache/work/$v/src" O="$obj" -j"$jobs" CC="ccache gcc"
 			KBUILD_BUILD_USER=hyperalloc KBUILD_BUILD_HOST=build bzImage)
 		if [ "$verbose" = 1 ]; then
 			"${mk[@]}" 2>&1 | tee "$obj/build.log"

@@ -6,7 +6,7 @@ set -euo pipefail
 
 declare -A groups=(
 	[llfree]="build-essential clang llvm libclang-rt-14-dev"
-	[guest]="build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils kmod busybox-static dpkg-dev patch linux-source-6.1"
+	[guest]="build-essential ccache bc bison flex libelf-dev libssl-dev cpio xz-utils kmod busybox-static dpkg-dev patch linux-source-6.1"
 	[qemu]="build-essential dpkg-dev ninja-build meson pkg-config python3-venv libglib2.0-dev libpixman-1-dev zlib1g-dev libfdt-dev libslirp-dev patch rsync seabios ipxe-qemu qemu-system-data"
 	[vm]="python3 busybox-static e2fsprogs"
 	[bench]="python3 python3-matplotlib build-essential linux-perf"

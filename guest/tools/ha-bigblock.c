@@ -59,10 +59,10 @@ static uint64_t mix64(uint64_t x)
 	return x ^ (x >> 31);
 }
 
-/* Returns a counter of /proc/vmstat, or -1. */
-static long long vmstat_value(const char *name)
+/* Returns a counter of /proc/llfree ("name value" lines), or -1. */
+static long long llfree_value(const char *name)
 {
-	FILE *f = fopen("/proc/vmstat", "re");
+	FILE *f = fopen("/proc/llfree", "re");
 	char line[256];
 	size_t len = strlen(name);
 	long long v = -1;
@@ -166,7 +166,7 @@ int main(int argc, char **argv)
 		printf("error setup: %s\n", strerror(errno));
 		return 1;
 	}
-	before = vmstat_value("llfree_install");
+	before = llfree_value("llfree_install");
 	for (size_t i = 0; i < n; i++) {
 		int err = block_alloc(&blocks[i]);
 
@@ -181,7 +181,7 @@ int main(int argc, char **argv)
 		printf("block %zu pfn 0x%" PRIx64 " %s\n", i, blocks[i].pfn,
 		       blocks[i].order10 ? "order10" : "scattered");
 	}
-	after = vmstat_value("llfree_install");
+	after = llfree_value("llfree_install");
 	printf("ok blocks %zu order10 %zu llfree_install %lld -> %lld\n", n, order10, before, after);
 
 	while (fgets(line, sizeof(line), stdin)) {

@@ -20,7 +20,7 @@
 #                                 (KiB, from /proc/meminfo)
 #   @@INSTALLS <phase> <requests> <wait us>
 #                                 after each @@PHASE, llfree kernel only: its
-#                                 install counters (/proc/vmstat) so far
+#                                 install counters (/proc/llfree) so far
 # Exit status: that of ha-mem build (0 ok, 1 integrity error), 2 usage, 3 no disk.
 
 dev=/dev/vda delay=0 build=60 idle=30 drop=30 tail=0
@@ -57,12 +57,13 @@ sample() {
 # Prints the llfree kernel's install counters (none on other kernels).
 installs() {
 	n=
+	[ -r /proc/llfree ] || return 0
 	while read -r key value; do
 		case $key in
 		llfree_install) n=$value ;;
 		llfree_install_wait_us) us=$value ;;
 		esac
-	done < /proc/vmstat
+	done < /proc/llfree
 	[ -z "$n" ] || echo "@@INSTALLS $1 $n $us"
 }
 

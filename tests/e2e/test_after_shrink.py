@@ -9,10 +9,12 @@ virtio-blk disk holding a 1 GiB file. Checks:
      every free 2 MiB frame outside reserved trees and stops short of the
      target;
   2. THP faults (`ha-thp fault 64` on MADV_HUGEPAGE memory): the first take
-     the few free 2 MiB frames left, the others find none and fall back to
-     small pages without reclaiming page cache: Cached drops by at most
-     CACHE_SLACK_MIB (without the fix each such fault ran reclaim in
-     reclaim/compaction mode, which empties the inactive file list);
+     the few free 2 MiB frames left, the next defragment (which only moves
+     pages into free frames), the others find none and fall back to small
+     pages without reclaiming page cache: not every fault got a THP, and
+     Cached drops by at most CACHE_SLACK_MIB (without the fix each such
+     fault ran reclaim in reclaim/compaction mode, which empties the
+     inactive file list);
   3. orders 3 and 2 (the allocation benchmark, 1000 blocks) do not empty
      it either;
   4. after the grow back, the reservations of a CPU that stopped

@@ -20,7 +20,7 @@ keeps a pattern in memory. Per run:
      >= 80 % of the 1024 needed 2 MiB installs, RSS grows by >= 90 % of
      it, soft shrinks, everything verifies;
   5. the guest frees everything: RSS falls again within the DEADLINE;
-  6. ha-mem exits 0, llfree_install in /proc/vmstat > 0, console clean.
+  6. ha-mem exits 0, llfree_install in /proc/llfree > 0, console clean.
 
 """
 
@@ -74,7 +74,7 @@ def scenario(kernel, checks, label, iothread):
     qemu_args = guestvm.llfree_device_args(sock, auto_mode=True, interval_ms=INTERVAL_MS,
                                            iothread=iothread)
     log = os.path.join(REPO, "build", "tests", "e2e", "auto-%s.log" % label)
-    run = ("ha-mem hold --no-thp %dM; status=$?; grep llfree_install /proc/vmstat; "
+    run = ("ha-mem hold --no-thp %dM; status=$?; grep llfree_install /proc/llfree; "
            "exit $status" % (HELD // MIB))
     print("# %s: auto mode every %d ms%s, deadline %.1f s, log %s"
           % (label, INTERVAL_MS, " in IOThread " + iothread if iothread else " in the main loop",
@@ -145,7 +145,7 @@ def scenario(kernel, checks, label, iothread):
     installs = [l for l in lines if l.startswith("llfree_install ")]
     checks.check(installs and int(installs[0].split()[1]) > 0,
                  "%s: guest counted installs" % label,
-                 installs[0] if installs else "no vmstat line")
+                 installs[0] if installs else "no llfree_install line")
     checks.check(res.exit_code == 0, "%s: ha-mem hold exits 0" % label,
                  "exit %s" % res.exit_code)
     console_check(checks, res, label)

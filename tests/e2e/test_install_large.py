@@ -135,7 +135,7 @@ def main():
         "-trace", "enable=virtio_llfree_balloon_install_request", "-D", TRACE]
     log = os.path.join(OUT, "install-large.log")
     run = ("ha-mem hold --thp 64M; h=$?; echo HOLD-''DONE; read go; ha-bigblock %d; b=$?; "
-           "grep llfree_install /proc/vmstat; exit $((h | b))" % BLOCKS)
+           "grep llfree_install /proc/llfree; exit $((h | b))" % BLOCKS)
     with guestvm.Guest(found[0], mem="4G", smp=2, run=run, qemu_args=qemu_args,
                        log_path=log) as g:
         checks.check(g.wait_for("zones registered", 120), "driver registered its zones")

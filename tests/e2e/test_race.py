@@ -147,7 +147,7 @@ def main():
     log = os.path.join(REPO, "build", "tests", "e2e", "race.log")
     meminfo_cmd = "echo 3 > /proc/sys/vm/drop_caches; grep -E '^Mem(Total|Free):' /proc/meminfo"
     run = ("%s; ha-mem stress -d %d -s %s --seed %d; echo STRESS-''EXIT $?; "
-           "ha-mem hold --no-thp 64M; h=$?; %s; grep llfree_install /proc/vmstat; exit $h"
+           "ha-mem hold --no-thp 64M; h=$?; %s; grep llfree_install /proc/llfree; exit $h"
            % (meminfo_cmd, args.duration, STRESS_SIZE, seed, meminfo_cmd))
     print("# seed %d (rerun: %s --seed %d), stress %d s, targets %d..%d MiB, log %s"
           % (seed, sys.argv[0], seed, args.duration, LOW // MIB, RAM // MIB, log), flush=True)

@@ -56,7 +56,7 @@ def main():
     ]
     log = os.path.join(REPO, "build", "tests", "e2e", "resize.log")
     run = ("ha-mem hold --no-thp 3G; status=$?; "
-           "grep llfree_install /proc/vmstat; exit $status")
+           "grep llfree_install /proc/llfree; exit $status")
     with guestvm.Guest(kernel, mem="4G", smp=2, run=run, qemu_args=qemu_args,
                        log_path=log) as g:
         pid = g.pid
@@ -106,7 +106,7 @@ def main():
     installs = [l for _, l in res.lines if l.startswith("llfree_install ")]
     checks.check(installs and int(installs[0].split()[1]) > 0,
                  "allocations after the grow were installed",
-                 installs[0] if installs else "no vmstat line")
+                 installs[0] if installs else "no llfree_install line")
     checks.check(res.exit_code == 0, "ha-mem hold exits 0", "exit %s" % res.exit_code)
     return finish(checks, res)
 

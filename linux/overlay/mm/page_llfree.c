@@ -26,6 +26,7 @@
  * CPUs that neither allocated nor freed since its last run.
  */
 #include <linux/init.h>
+#include <linux/ktime.h>
 #include <linux/memblock.h>
 #include <linux/mm.h>
 #include <linux/mmzone.h>
@@ -37,16 +38,9 @@
 #include <linux/vmstat.h>
 #include <linux/workqueue.h>
 
-#include "llfree/include/llfree/llfree.h"
+#include "page_llfree_internal.h"
 
-/* One allocator per zone; written once at boot, read-only afterwards */
-struct page_llfree_zone {
-	llfree_t ll;
-	unsigned long base;
-	bool ready;
-};
-
-static struct page_llfree_zone llfree_zones[MAX_NUMNODES][MAX_NR_ZONES];
+struct page_llfree_zone page_llfree_zones[MAX_NUMNODES][MAX_NR_ZONES];
 
 /*
  * The driver's install hook. Every allocation is inside an RCU read
@@ -60,13 +54,11 @@ DEFINE_STATIC_SRCU(install_srcu);
 /* Allocations and frees of each CPU, and the count the idle drain last saw */
 static DEFINE_PER_CPU(unsigned long, page_llfree_ops);
 static DEFINE_PER_CPU(unsigned long, page_llfree_ops_seen);
+/* Install requests and the microseconds they waited, for /proc/llfree */
+static DEFINE_PER_CPU(unsigned long, page_llfree_installs);
+static DEFINE_PER_CPU(unsigned long, page_llfree_install_wait_us);
 /* How often reservations of CPUs that stopped allocating are drained */
 #define PAGE_LLFREE_IDLE_DRAIN_PERIOD (2 * HZ)
-
-static struct page_llfree_zone *zone_llfree(struct zone *zone)
-{
-	return &llfree_zones[zone_to_nid(zone)][zone_idx(zone)];
-}
 
 /* Create the allocator of one populated zone, every frame allocated */
 static void __init page_llfree_init_zone(struct zone *zone)
@@ -135,10 +127,16 @@ static bool page_llfree_install(page_llfree_install_t hook, struct zone *zone,
 {
 	unsigned int block = max_t(unsigned int, order, LLFREE_HUGE_ORDER);
 	int ret = PAGE_LLFREE_INSTALL_BACKED;
+	u64 start;
 
-	if (hook)
+	if (hook) {
+		start = ktime_get_mono_fast_ns();
 		ret = hook(zone, lz->base + ALIGN_DOWN(frame, 1ULL << block),
 			   block, gfp);
+		this_cpu_inc(page_llfree_installs);
+		this_cpu_add(page_llfree_install_wait_us,
+			     (ktime_get_mono_fast_ns() - start) / NSEC_PER_USEC);
+	}
 	if (ret == PAGE_LLFREE_INSTALL_BACKED) {
 		llfree_install_covered(&lz->ll, frame, order,
 				       page_llfree_clear_reclaimed, &lz->ll);
@@ -417,7 +415,22 @@ unsigned long page_llfree_unreclaim_zone(struct zone *zone)
 }
 EXPORT_SYMBOL_GPL(page_llfree_unreclaim_zone);
 
-/* /proc/llfree: one line per zone */
+/* Sum of a per-CPU counter over every possible CPU */
+static unsigned long page_llfree_sum(unsigned long __percpu *counter)
+{
+	unsigned long sum = 0;
+	unsigned int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += *per_cpu_ptr(counter, cpu);
+	return sum;
+}
+
+/*
+ * /proc/llfree: one line per zone, then the install requests the
+ * allocations sent to the host and how long they waited, and the children
+ * that defragmentation freed and the pages it moved for that
+ */
 static int page_llfree_show(struct seq_file *m, void *v)
 {
 	struct zone *zone;
@@ -435,6 +448,12 @@ static int page_llfree_show(struct seq_file *m, void *v)
 			   llfree_reclaimed_huge(&lz->ll),
 			   llfree_reserved_trees(&lz->ll));
 	}
+	seq_printf(m, "llfree_install %lu\nllfree_install_wait_us %lu\n",
+		   page_llfree_sum(&page_llfree_installs),
+		   page_llfree_sum(&page_llfree_install_wait_us));
+	seq_printf(m, "llfree_defrag %lu\nllfree_defrag_migrated %lu\n",
+		   page_llfree_sum(&page_llfree_defrags),
+		   page_llfree_sum(&page_llfree_defrag_migrated));
 	return 0;
 }
 

@@ -372,18 +372,13 @@ static int vllb_send_install(struct virtio_llfree_balloon *vb, u16 id,
 	ret = slot->len == sizeof(slot->resp) ?
 		      vllb_status_errno(le32_to_cpu(slot->resp.status)) : -EIO;
 	vllb_install_release(q, slot);
-	goto out_count;
+	return ret;
 
 out_broken:
 	dev_err_ratelimited(&vb->vdev->dev, "install of zone %u frame 0x%llx: %s\n",
 			    id, frame, ret == -ETIMEDOUT ? "no answer" : "device broken");
 	vllb_mark_broken(vb);
-	ret = -EIO;
-out_count:
-	count_vm_event(LLFREE_INSTALL);
-	count_vm_events(LLFREE_INSTALL_WAIT_US,
-			(ktime_get_mono_fast_ns() - start) / NSEC_PER_USEC);
-	return ret;
+	return -EIO;
 }
 
 /*

@@ -49,11 +49,15 @@ struct page *page_llfree_alloc(struct zone *zone, unsigned int order,
 void page_llfree_free(struct zone *zone, struct page *page, unsigned long pfn,
 		      unsigned int order, bool fresh);
 void page_llfree_drain(struct zone *zone, unsigned int cpu);
+bool page_llfree_defrag(struct zone *zone, unsigned int order);
 
 bool page_llfree_zone_info(struct zone *zone, struct page_llfree_info *info);
 int page_llfree_set_install_hook(page_llfree_install_t hook);
 void page_llfree_clear_install_hook(void);
 unsigned long page_llfree_unreclaim_zone(struct zone *zone);
+
+/* mm/vmscan.c: reclaim page cache and slab, never anonymous memory */
+unsigned long shrink_page_cache(unsigned long nr_to_reclaim);
 #else
 static inline void page_llfree_init(void)
 {
@@ -74,6 +78,11 @@ static inline void page_llfree_free(struct zone *zone, struct page *page,
 
 static inline void page_llfree_drain(struct zone *zone, unsigned int cpu)
 {
+}
+
+static inline bool page_llfree_defrag(struct zone *zone, unsigned int order)
+{
+	return false;
 }
 #endif /* CONFIG_LLFREE */
 
